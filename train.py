@@ -63,7 +63,8 @@ def check_args(args: argparse.Namespace) -> str | None:
         return f"--val-size must be in [0, {SPLIT_SIZES['train']}), got {args.val_size}"
     train_size = SPLIT_SIZES["train"] - args.val_size
     if not 0 < args.batch_size <= train_size:
-        return f"--batch-size must be in [1, {train_size}] (the training set), got {args.batch_size}"
+        return (f"--batch-size must be in [1, {train_size}] (the training set), "
+                f"got {args.batch_size}")
     if args.resume and args.overwrite:
         return "--resume and --overwrite contradict each other; choose one"
     workdir = Path(args.workdir)
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     except (data.DataError, CheckpointError) as err:
         print(f"train.py: error: {err}", file=sys.stderr)
         return EXIT_USAGE
-    except training.TrainingDiverged as err:
+    except training.TrainingDivergedError as err:
         print(f"train.py: error: {err}; stopped, the last good checkpoint is kept in "
               f"{run_dir}", file=sys.stderr)
         return EXIT_DIVERGED

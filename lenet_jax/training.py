@@ -52,7 +52,7 @@ class TrainState(train_state.TrainState):
     module: models.LeNet = struct.field(pytree_node=False)
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDivergedError(RuntimeError):
     """The loss became NaN or Inf; ``step`` is the first optimiser step that did."""
 
     def __init__(self, step: int, epoch: int):
@@ -373,7 +373,7 @@ def train_and_evaluate(
             totals = jax.device_get(totals)  # the epoch's only host sync
             seconds = time.perf_counter() - start
             if totals["first_bad_step"] >= 0 or not np.isfinite(totals["loss_sum"]):
-                raise TrainingDiverged(int(totals["first_bad_step"]), epoch + 1)
+                raise TrainingDivergedError(int(totals["first_bad_step"]), epoch + 1)
             record = {
                 "epoch": epoch + 1,
                 "step": int(state.step),
