@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import sys
@@ -26,9 +27,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--variant", default="original", help="preset name (below)")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    parser.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
-                        help="learning-rate schedule (cosine: warmup then decay to 0)")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="Adam learning rate (default: the preset's: 3e-3 for original,"
+                             " else 1e-3)")
+    parser.add_argument("--schedule", choices=("constant", "cosine"), default=None,
+                        help="learning-rate schedule, cosine = warmup then decay to 0"
+                             " (default: the preset's)")
     parser.add_argument("--warmup-epochs", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dataset", choices=DATASETS, default="mnist")
@@ -57,7 +61,7 @@ def check_args(args: argparse.Namespace) -> str | None:
         return f"unknown --variant {args.variant!r}; valid presets: {', '.join(models.PRESETS)}"
     if args.epochs <= 0:
         return f"--epochs must be positive, got {args.epochs}"
-    if not args.lr > 0:
+    if args.lr is not None and not args.lr > 0:
         return f"--lr must be positive, got {args.lr}"
     if not 0 <= args.val_size < SPLIT_SIZES["train"]:
         return f"--val-size must be in [0, {SPLIT_SIZES['train']}), got {args.val_size}"
@@ -93,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     # Heavy imports after the flags are known to be good: errors come back at once.
     from lenet_jax import data, training
     from lenet_jax.checkpoint import CheckpointError
+
+    logging.getLogger("absl").setLevel(logging.ERROR)  # Orbax's warnings are not for users
 
     config = training.TrainConfig(
         variant=args.variant, dataset=args.dataset, epochs=args.epochs,

@@ -98,7 +98,8 @@ def _on_this_device(tree: Any) -> Any:
 def abstract_params(preset_name: str) -> Any:
     """Shapes and dtypes of a preset's params, on this device, without computing them."""
     module, _ = models.create_model(preset_name)
-    return _on_this_device(jax.eval_shape(models.init_params, module, jax.random.key(0)))
+    shapes = jax.eval_shape(lambda key: models.init_params(module, key), jax.random.key(0))
+    return _on_this_device(shapes)
 
 
 def _is_step_dir(path: Path) -> bool:

@@ -39,8 +39,8 @@ class TrainConfig:
     dataset: str = "mnist"
     epochs: int = 10
     batch_size: int = 64
-    learning_rate: float = 1e-3
-    schedule: str = "constant"  # "cosine": warmup then cosine decay to 0 over the run
+    learning_rate: float | None = None  # None: the preset's recipe
+    schedule: str | None = None  # "constant" | "cosine" (warmup, then decay to 0); None: preset's
     warmup_epochs: float = 0.0
     seed: int = 0
     val_size: int = 5000  # held out from the end of train; 0 selects on test
@@ -73,13 +73,15 @@ def steps_per_epoch(num_examples: int, batch_size: int) -> int:
 
 
 def make_optimizer(config: TrainConfig, num_steps_per_epoch: int) -> optax.GradientTransformation:
-    """Adam with a constant rate, or linear warmup then cosine decay."""
-    if config.schedule == "cosine":
+    """Adam with a constant rate, or linear warmup then cosine decay to 0 at the end."""
+    preset = models.get_preset(config.variant)
+    learning_rate = config.learning_rate or preset.learning_rate
+    if (config.schedule or preset.schedule) == "cosine":
         total = config.epochs * num_steps_per_epoch
         warmup = int(config.warmup_epochs * num_steps_per_epoch)
-        rate = optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, warmup, total)
+        rate = optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup, total)
         return optax.adam(rate)
-    return optax.adam(config.learning_rate)
+    return optax.adam(learning_rate)
 
 
 def create_train_state(config: TrainConfig, num_steps_per_epoch: int) -> TrainState:
@@ -301,7 +303,8 @@ _RESUME_INVARIANT = ("variant", "dataset", "batch_size", "learning_rate", "sched
 
 def _check_resumable(saved: dict, config: TrainConfig) -> None:
     saved_config = saved.get("config", {})
-    fields = _RESUME_INVARIANT + (("epochs",) if config.schedule == "cosine" else ())
+    cosine = (config.schedule or models.get_preset(config.variant).schedule) == "cosine"
+    fields = _RESUME_INVARIANT + (("epochs",) if cosine else ())
     for field in fields:
         if saved_config.get(field) != getattr(config, field):
             raise checkpoint.CheckpointError(

@@ -1,0 +1,228 @@
+"""Judging a trained model: accuracy, confusion matrix, per-class precision / recall / F1,
+the most confused pairs, pictures of them, and predictions on a user's own images."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from lenet_jax import models
+from lenet_jax.training import predict_logits
+
+MNIST_BOX = 20  # MNIST digits are scaled to fit 20x20, then centred by mass in 28x28
+
+
+@dataclasses.dataclass(frozen=True)
+class Report:
+    class_names: tuple[str, ...]
+    labels: np.ndarray  # int (N,)
+    predictions: np.ndarray  # int (N,)
+    probabilities: np.ndarray  # float (N, classes)
+
+    @property
+    def confusion(self) -> np.ndarray:
+        return confusion_matrix(self.labels, self.predictions, len(self.class_names))
+
+    @property
+    def accuracy(self) -> float:
+        return float(np.mean(self.labels == self.predictions))
+
+    @property
+    def errors(self) -> int:
+        return int(np.sum(self.labels != self.predictions))
+
+    def to_json(self) -> dict:
+        cm = self.confusion
+        return {
+            "accuracy": self.accuracy,
+            "errors": self.errors,
+            "examples": len(self.labels),
+            "class_names": list(self.class_names),
+            "per_class": per_class_metrics(cm, self.class_names),
+            "confusion_matrix": cm.tolist(),
+            "most_confused": [
+                {"true": self.class_names[t], "predicted": self.class_names[p], "count": c}
+                for t, p, c in most_confused(cm)
+            ],
+        }
+
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, classes: int) -> np.ndarray:
+    """cm[t, p] = how many examples of class t were predicted as p."""
+    flat = np.asarray(labels, np.int64) * classes + np.asarray(predictions, np.int64)
+    return np.bincount(flat, minlength=classes * classes).reshape(classes, classes)
+
+
+def per_class_metrics(cm: np.ndarray, class_names: tuple[str, ...]) -> list[dict]:
+    true_positive = np.diag(cm).astype(float)
+    predicted, support = cm.sum(axis=0), cm.sum(axis=1)
+    rows = []
+    for k, name in enumerate(class_names):
+        precision = true_positive[k] / predicted[k] if predicted[k] else 0.0
+        recall = true_positive[k] / support[k] if support[k] else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        rows.append({"class": name, "precision": precision, "recall": recall, "f1": f1,
+                     "support": int(support[k])})
+    return rows
+
+
+def most_confused(cm: np.ndarray, top: int = 5) -> list[tuple[int, int, int]]:
+    """The largest off-diagonal cells as (true, predicted, count), largest first."""
+    off = cm.copy()
+    np.fill_diagonal(off, 0)
+    order = np.argsort(-off, axis=None, kind="stable")[:top]
+    cells = [(int(i // cm.shape[1]), int(i % cm.shape[1])) for i in order]
+    return [(t, p, int(off[t, p])) for t, p in cells if off[t, p] > 0]
+
+
+def run(module: models.LeNet, params, images: np.ndarray, labels: np.ndarray,
+        class_names: tuple[str, ...], batch_size: int = 1000) -> Report:
+    """Predict a whole split in one compiled call."""
+    logits = predict_logits(module, params, jax.numpy.asarray(images), batch_size)
+    probabilities = np.asarray(jax.nn.softmax(logits, axis=-1))
+    return Report(tuple(class_names), np.asarray(labels), probabilities.argmax(-1), probabilities)
+
+
+def format_report(report: Report) -> str:
+    """The terminal report: accuracy, confusion table, per-class metrics, confused pairs."""
+    cm, names = report.confusion, report.class_names
+    width = max(5, max(len(n) for n in names) + 1, len(str(cm.max())) + 1)
+    label_width = max(len(n) for n in names) + 2
+    lines = [f"accuracy {100 * report.accuracy:.2f}% ({report.errors} errors / "
+             f"{len(report.labels)})", "", "confusion matrix (rows: true, columns: predicted)"]
+    lines.append(" " * label_width + "".join(f"{n[:width - 1]:>{width}}" for n in names))
+    for name, row in zip(names, cm, strict=True):
+        lines.append(f"{name:>{label_width - 1}} " + "".join(f"{v:>{width}d}" for v in row))
+    lines += ["", f"{'class':>{label_width - 1}}  precision  recall      f1  support"]
+    for row in per_class_metrics(cm, names):
+        lines.append(f"{row['class']:>{label_width - 1}}  {row['precision']:9.4f}  "
+                     f"{row['recall']:6.4f}  {row['f1']:6.4f}  {row['support']:7d}")
+    pairs = most_confused(cm)
+    if pairs:
+        lines += ["", "most confused: " + ", ".join(f"{names[t]}→{names[p]}: {c}"
+                                                    for t, p, c in pairs)]
+    return "\n".join(lines)
+
+
+def save_outputs(report: Report, images: np.ndarray, out_dir: Path,
+                 normalise: bool = False) -> list[Path]:
+    """metrics.json, confusion_matrix.png and misclassified.png in ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics_path = out_dir / "metrics.json"
+    metrics_path.write_text(json.dumps(report.to_json(), indent=2))
+    return [metrics_path, plot_confusion(report, out_dir / "confusion_matrix.png", normalise),
+            plot_misclassified(report, images, out_dir / "misclassified.png")]
+
+
+def plot_confusion(report: Report, path: Path, normalise: bool = False) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = report.confusion.astype(float)
+    shown = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1) if normalise else cm
+    names = report.class_names
+    fig, ax = plt.subplots(figsize=(8, 7))
+    image = ax.imshow(shown, cmap="Blues", norm=matplotlib.colors.PowerNorm(0.3))
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    for t in range(len(names)):
+        for p in range(len(names)):
+            text = f"{shown[t, p]:.2f}" if normalise else f"{int(cm[t, p])}"
+            light = shown[t, p] > 0.5 * shown.max()
+            ax.text(p, t, text, ha="center", va="center", fontsize=7,
+                    color="white" if light else "black")
+    ax.set_xticks(range(len(names)), names, rotation=45 if max(map(len, names)) > 2 else 0)
+    ax.set_yticks(range(len(names)), names)
+    ax.set(xlabel="predicted", ylabel="true",
+           title=f"{'row-normalised ' if normalise else ''}confusion matrix — accuracy "
+                 f"{100 * report.accuracy:.2f}%")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_misclassified(report: Report, images: np.ndarray, path: Path, count: int = 36) -> Path:
+    """The most confident errors first, with true and predicted labels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    wrong = np.flatnonzero(report.labels != report.predictions)
+    confidence = report.probabilities[wrong, report.predictions[wrong]]
+    worst = wrong[np.argsort(-confidence, kind="stable")][:count]
+    columns = 6
+    rows = max(1, int(np.ceil(len(worst) / columns)))
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.6, rows * 1.8))
+    for ax in np.atleast_1d(axes).ravel():
+        ax.axis("off")
+    names = report.class_names
+    for ax, i in zip(np.atleast_1d(axes).ravel(), worst, strict=False):
+        ax.imshow(images[i, ..., 0], cmap="gray")
+        p = report.predictions[i]
+        ax.set_title(f"true {names[report.labels[i]]}\npred {names[p]} "
+                     f"{100 * report.probabilities[i, p]:.0f}%", fontsize=8)
+    fig.suptitle(f"{len(wrong)} misclassified; the {len(worst)} most confident shown")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+class ImageError(ValueError):
+    """A file that cannot be read as an image."""
+
+
+def mnist_like(path: str | Path) -> np.ndarray:
+    """A user's picture of a digit as MNIST would have it: uint8 (28, 28, 1), white on black.
+
+    Grayscale; a light background is inverted; the ink is cropped, scaled to fit 20x20
+    (aspect kept) and placed so its centre of mass is the centre of a 28x28 field.
+    """
+    try:
+        with Image.open(path) as picture:
+            picture.load()
+            gray = picture.convert("L") if picture.mode != "RGBA" else _flatten_alpha(picture)
+    except (OSError, UnidentifiedImageError, ValueError) as err:
+        raise ImageError(f"{path}: not a readable image ({type(err).__name__})") from None
+    pixels = np.asarray(gray, np.float32)
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    if np.median(border) > 127:  # dark ink on a light background
+        pixels = 255.0 - pixels
+    pixels = np.clip(pixels - np.median(border if np.median(border) <= 127 else 255 - border),
+                     0, 255)
+    ink = np.argwhere(pixels > 0.25 * pixels.max()) if pixels.max() > 0 else np.empty((0, 2))
+    if len(ink) == 0:
+        raise ImageError(f"{path}: no digit found (the image is blank)")
+    (top, left), (bottom, right) = ink.min(axis=0), ink.max(axis=0) + 1
+    crop = Image.fromarray(pixels[top:bottom, left:right].astype(np.uint8))
+    scale = MNIST_BOX / max(crop.size)
+    size = (max(1, round(crop.size[0] * scale)), max(1, round(crop.size[1] * scale)))
+    digit = np.asarray(crop.resize(size, Image.Resampling.LANCZOS), np.float32)
+    field = np.zeros((28, 28), np.float32)
+    mass = digit.sum()
+    rows, cols = np.indices(digit.shape)
+    centre_r = (rows * digit).sum() / mass if mass else digit.shape[0] / 2
+    centre_c = (cols * digit).sum() / mass if mass else digit.shape[1] / 2
+    top = int(np.clip(round(14 - centre_r), 0, 28 - digit.shape[0]))
+    left = int(np.clip(round(14 - centre_c), 0, 28 - digit.shape[1]))
+    field[top:top + digit.shape[0], left:left + digit.shape[1]] = digit
+    return np.clip(field, 0, 255).astype(np.uint8)[..., None]
+
+
+def _flatten_alpha(picture: Image.Image) -> Image.Image:
+    # Transparent pixels are background: composite onto white.
+    background = Image.new("RGBA", picture.size, (255, 255, 255, 255))
+    return Image.alpha_composite(background, picture).convert("L")
+
+
+def top_k(probabilities: np.ndarray, class_names: tuple[str, ...], k: int = 3) -> list:
+    order = np.argsort(-probabilities, kind="stable")[:k]
+    return [(class_names[i], float(probabilities[i])) for i in order]

