@@ -188,9 +188,11 @@ def train_step(
         state.params, state, images[index], labels[index], mask, key, True, augment
     )
     state = state.apply_gradients(grads=grads)
-    bad = ~jnp.isfinite(loss) & (totals["first_bad_step"] < 0)
+    loss_sum = totals["loss_sum"] + metrics["loss_sum"]
+    # A huge but finite loss can overflow the running sum: that is divergence too.
+    bad = ~(jnp.isfinite(loss) & jnp.isfinite(loss_sum)) & (totals["first_bad_step"] < 0)
     totals = {
-        "loss_sum": totals["loss_sum"] + metrics["loss_sum"],
+        "loss_sum": loss_sum,
         "correct": totals["correct"] + metrics["correct"],
         "count": totals["count"] + metrics["count"],
         "first_bad_step": jnp.where(bad, state.step - 1, totals["first_bad_step"]),
