@@ -46,8 +46,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--augment", action="store_true",
                         help="random affine distortions on device (shift, rotate, scale)")
     parser.add_argument("--loop", choices=("auto", "scan", "step"), default="auto",
-                        help="epoch as one lax.scan, or a jit'd step per batch; auto picks per"
-                             " backend (step on CPU, scan on GPU)")
+                        help="epoch as one lax.scan call, or one jit'd call per batch (same"
+                             " result, bit for bit); auto = the measured faster, scan")
     parser.add_argument("--resume", action="store_true", help="continue from the latest epoch")
     parser.add_argument("--overwrite", action="store_true",
                         help="delete an existing run directory of this name first")
