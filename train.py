@@ -43,6 +43,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--val-size", type=int, default=5000,
                         help="examples held out from the end of train to select runs/best;"
                              " 0 selects on test")
+    parser.add_argument("--limit-train", type=int, default=0, metavar="N",
+                        help="train on the first N training images only (quick trials)")
     parser.add_argument("--augment", action="store_true",
                         help="random affine distortions on device (shift, rotate, scale)")
     parser.add_argument("--loop", choices=("auto", "scan", "step"), default="auto",
@@ -66,6 +68,9 @@ def check_args(args: argparse.Namespace) -> str | None:
     if not 0 <= args.val_size < SPLIT_SIZES["train"]:
         return f"--val-size must be in [0, {SPLIT_SIZES['train']}), got {args.val_size}"
     train_size = SPLIT_SIZES["train"] - args.val_size
+    if not 0 <= args.limit_train <= train_size:
+        return f"--limit-train must be in [0, {train_size}], got {args.limit_train}"
+    train_size = args.limit_train or train_size
     if not 0 < args.batch_size <= train_size:
         return (f"--batch-size must be in [1, {train_size}] (the training set), "
                 f"got {args.batch_size}")
@@ -104,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         variant=args.variant, dataset=args.dataset, epochs=args.epochs,
         batch_size=args.batch_size, learning_rate=args.lr, schedule=args.schedule,
         warmup_epochs=args.warmup_epochs, seed=args.seed, val_size=args.val_size,
-        augment=args.augment, loop=args.loop,
+        augment=args.augment, loop=args.loop, train_limit=args.limit_train,
     )
     try:
         dataset = data.load(args.dataset, args.data_dir)

