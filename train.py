@@ -45,8 +45,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              " 0 selects on test")
     parser.add_argument("--limit-train", type=int, default=0, metavar="N",
                         help="train on the first N training images only (quick trials)")
-    parser.add_argument("--augment", action="store_true",
-                        help="random affine distortions on device (shift, rotate, scale)")
+    parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                        help="random affine distortions on device: shift, rotate, scale"
+                             " (default: the preset's, on for original)")
     parser.add_argument("--loop", choices=("auto", "scan", "step"), default="auto",
                         help="epoch as one lax.scan call, or one jit'd call per batch (same"
                              " result, bit for bit); auto = the measured faster, scan")

@@ -44,6 +44,7 @@ class Preset:
     # The training recipe measured best for this row (train.py's --lr/--schedule override).
     learning_rate: float = 1e-3
     schedule: str = "constant"
+    augment: bool = False  # random affine distortions of the training images
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -66,7 +67,7 @@ _PRESET_ROWS: tuple[Preset, ...] = (
         description="LeCun et al. 1998: scaled tanh, trainable subsampling, C3 table, RBF output",
         input_size=32, fit="pad", **_paper_normalisation(), activation="scaled_tanh",
         pool="trainable", c1_padding=0, c3="paper_table", c5="conv", c5_activation=True,
-        head="rbf", rbf_logit_scale=0.05, learning_rate=3e-3, schedule="cosine",
+        head="rbf", rbf_logit_scale=0.05, learning_rate=3e-3, schedule="cosine", augment=True,
         # Measured on MNIST, 2 epochs, batch 64, test accuracy after epochs 1/2 (2 cores):
         #   Appendix A init U(+-2.4/Fi), scale 0.1, Adam 1e-3:  96.32 / 97.31
         #   Flax init (lecun_normal), scale 0.1, Adam 1e-3:      97.21 / 98.02
@@ -74,7 +75,9 @@ _PRESET_ROWS: tuple[Preset, ...] = (
         #   random +-1 codes instead of the bitmaps (scale 0.1): 97.16 / 97.97
         #   scale 0.05, Adam 2e-3 / 3e-3 with cosine decay:      97.63/98.21, 97.99/98.31
         # Hence Flax init, the paper's bitmap codes, scale 0.05, Adam 3e-3 + cosine.
-        # init="paper" keeps Appendix A's initialisation available.
+        # init="paper" keeps Appendix A's initialisation available. Over 10 epochs that
+        # gave 98.95% (scale 0.02: 98.90, Adam 2e-3: 98.77); with the paper's distortions
+        # (Sec. V-B; --augment) 99.10%, and 98.61% after 2 epochs, so they are on.
     ),
     Preset(
         name="tanh_avgpool",

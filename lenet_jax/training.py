@@ -39,14 +39,25 @@ class TrainConfig:
     dataset: str = "mnist"
     epochs: int = 10
     batch_size: int = 64
-    learning_rate: float | None = None  # None: the preset's recipe
-    schedule: str | None = None  # "constant" | "cosine" (warmup, then decay to 0); None: preset's
+    # None: the preset's recipe (see ``resolved``).
+    learning_rate: float | None = None
+    schedule: str | None = None  # "constant" | "cosine" (warmup, then decay to 0)
     warmup_epochs: float = 0.0
     seed: int = 0
     val_size: int = 5000  # held out from the end of train; 0 selects on test
-    augment: bool = False
+    augment: bool | None = None  # random affine distortions on device
     train_limit: int = 0  # use only the first N training images (quick trials); 0: all
     loop: str = "auto"  # "scan" (epoch = one call) | "step" (one call per batch) | "auto"
+
+    def resolved(self) -> TrainConfig:
+        """This config with the preset's recipe filled in where a field is None."""
+        preset = models.get_preset(self.variant)
+        return dataclasses.replace(
+            self,
+            learning_rate=self.learning_rate or preset.learning_rate,
+            schedule=self.schedule or preset.schedule,
+            augment=preset.augment if self.augment is None else self.augment,
+        )
 
 
 class TrainState(train_state.TrainState):
@@ -81,14 +92,13 @@ def steps_per_epoch(num_examples: int, batch_size: int) -> int:
 
 def make_optimizer(config: TrainConfig, num_steps_per_epoch: int) -> optax.GradientTransformation:
     """Adam with a constant rate, or linear warmup then cosine decay to 0 at the end."""
-    preset = models.get_preset(config.variant)
-    learning_rate = config.learning_rate or preset.learning_rate
-    if (config.schedule or preset.schedule) == "cosine":
+    config = config.resolved()
+    if config.schedule == "cosine":
         total = config.epochs * num_steps_per_epoch
         warmup = int(config.warmup_epochs * num_steps_per_epoch)
-        rate = optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup, total)
+        rate = optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, warmup, total)
         return optax.adam(rate)
-    return optax.adam(learning_rate)
+    return optax.adam(config.learning_rate)
 
 
 def create_train_state(config: TrainConfig, num_steps_per_epoch: int) -> TrainState:
@@ -318,8 +328,7 @@ _RESUME_INVARIANT = ("variant", "dataset", "batch_size", "learning_rate", "sched
 
 def _check_resumable(saved: dict, config: TrainConfig) -> None:
     saved_config = saved.get("config", {})
-    cosine = (config.schedule or models.get_preset(config.variant).schedule) == "cosine"
-    fields = _RESUME_INVARIANT + (("epochs",) if cosine else ())
+    fields = _RESUME_INVARIANT + (("epochs",) if config.schedule == "cosine" else ())
     for field in fields:
         if saved_config.get(field) != getattr(config, field):
             raise checkpoint.CheckpointError(
@@ -350,6 +359,7 @@ def train_and_evaluate(
 ) -> dict:
     """Train ``config.epochs`` epochs, checkpointing each; returns the last epoch's record."""
     log = log or (lambda line: tqdm.write(line, file=sys.stdout))
+    config = config.resolved()
     run_dir = Path(run_dir)
     train_split, val_split = split_validation(dataset.train, config.val_size)
     if config.train_limit:
@@ -380,8 +390,9 @@ def train_and_evaluate(
     run_compiled, compile_seconds = compile_epoch(loop, state, data, plan, config.augment)
     log(f"{config.variant} on {dataset.name}: {len(train_split)} train / "
         f"{len(val_split) if val_split else 0} validation / {len(dataset.test)} test, "
-        f"batch {config.batch_size}, loop '{loop}' on {jax.default_backend()}, "
-        f"compiled in {compile_seconds:.1f}s")
+        f"batch {config.batch_size}, Adam {config.learning_rate:g} {config.schedule}"
+        f"{', distortions' if config.augment else ''}, loop '{loop}' on "
+        f"{jax.default_backend()}, compiled in {compile_seconds:.1f}s")
     record: dict = {}
     bar = tqdm(total=config.epochs * steps, initial=start_epoch * steps, unit="step",
                disable=not progress, leave=False, dynamic_ncols=True)

@@ -17,6 +17,7 @@ def _leaves_equal(a, b) -> bool:
 
 
 def _epoch(config, split, epoch=0, loop="step", state=None):
+    config = config.resolved()
     state = state or training.create_train_state(
         config, training.steps_per_epoch(len(split), config.batch_size)
     )
