@@ -172,3 +172,27 @@ def test_summary_lists_every_layer_and_the_total():
     for layer in ORIGINAL_LAYER_PARAMS:
         assert layer in table
     assert "60,000" in table
+
+
+@pytest.mark.parametrize(
+    ("x_shape", "k_shape"),
+    [((3, 32, 32, 1), (5, 5, 1, 6)),     # C1: shifted multiply-adds
+     ((3, 14, 14, 6), (5, 5, 6, 16)),    # C3: convolution with spelt-out gradient
+     ((3, 5, 5, 16), (5, 5, 16, 120))],  # C5: a matmul
+)
+def test_conv2d_equals_xla_convolution_and_its_gradients(x_shape, k_shape):
+    from lenet_jax.models import conv2d
+
+    x = jax.random.normal(jax.random.key(0), x_shape)
+    k = jax.random.normal(jax.random.key(1), k_shape) * 0.2
+
+    def reference(x, k):
+        return jax.lax.conv_general_dilated(x, k, (1, 1), "VALID",
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    np.testing.assert_allclose(conv2d(x, k), reference(x, k), rtol=1e-5, atol=1e-5)
+    weights = jax.random.normal(jax.random.key(2), reference(x, k).shape)
+    ours = jax.grad(lambda x, k: jnp.sum(jnp.tanh(conv2d(x, k)) * weights), (0, 1))(x, k)
+    theirs = jax.grad(lambda x, k: jnp.sum(jnp.tanh(reference(x, k)) * weights), (0, 1))(x, k)
+    for a, b in zip(ours, theirs, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
