@@ -51,6 +51,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--loop", choices=("auto", "scan", "step"), default="auto",
                         help="epoch as one lax.scan call, or one jit'd call per batch (same"
                              " result, bit for bit); auto = the measured faster, scan")
+    parser.add_argument("--devices", type=int, default=0,
+                        help="data-parallel over this many devices (default: all visible);"
+                             " the batch size must divide by it")
+    parser.add_argument("--distributed", action="store_true",
+                        help="multi-host: call jax.distributed.initialize() first (see README)")
     parser.add_argument("--resume", action="store_true", help="continue from the latest epoch")
     parser.add_argument("--overwrite", action="store_true",
                         help="delete an existing run directory of this name first")
@@ -75,6 +80,8 @@ def check_args(args: argparse.Namespace) -> str | None:
     if not 0 < args.batch_size <= train_size:
         return (f"--batch-size must be in [1, {train_size}] (the training set), "
                 f"got {args.batch_size}")
+    if args.devices < 0:
+        return f"--devices must be 0 (all) or positive, got {args.devices}"
     if args.resume and args.overwrite:
         return "--resume and --overwrite contradict each other; choose one"
     workdir = Path(args.workdir)
@@ -101,8 +108,22 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(run_dir)
 
     # Heavy imports after the flags are known to be good: errors come back at once.
+    import jax
+
     from lenet_jax import data, training
     from lenet_jax.checkpoint import CheckpointError
+
+    if args.distributed:
+        jax.distributed.initialize()  # coordinator and process ids from the environment
+    devices = args.devices or jax.device_count()
+    if devices > jax.device_count():
+        print(f"train.py: error: --devices {devices}: only {jax.device_count()} visible",
+              file=sys.stderr)
+        return EXIT_USAGE
+    if args.batch_size % devices:
+        print(f"train.py: error: --batch-size {args.batch_size} does not divide over "
+              f"{devices} devices", file=sys.stderr)
+        return EXIT_USAGE
 
     logging.getLogger("absl").setLevel(logging.ERROR)  # Orbax's warnings are not for users
 
@@ -111,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         batch_size=args.batch_size, learning_rate=args.lr, schedule=args.schedule,
         warmup_epochs=args.warmup_epochs, seed=args.seed, val_size=args.val_size,
         augment=args.augment, loop=args.loop, train_limit=args.limit_train,
+        devices=args.devices,
     )
     try:
         dataset = data.load(args.dataset, args.data_dir)
