@@ -186,6 +186,8 @@ def mnist_like(path: str | Path) -> np.ndarray:
     Grayscale; a light background is inverted; the ink is cropped, scaled to fit 20x20
     (aspect kept) and placed so its centre of mass is the centre of a 28x28 field.
     """
+    if not Path(path).is_file():
+        raise ImageError(f"{path}: no such file")
     try:
         with Image.open(path) as picture:
             picture.load()
