@@ -286,23 +286,32 @@ train_step_jit = jax.jit(train_step, static_argnames="augment", donate_argnums=0
                          compiler_options=COMPILER_OPTIONS)
 
 
+def _drive(
+    loop: str, scan_call: Callable, step_call: Callable, state: TrainState, plan: EpochPlan,
+    on_step: Callable[[int], None] | None,
+) -> tuple[TrainState, dict]:
+    """One epoch: ``scan_call(state, plan)`` once, or ``step_call(carry, step, plan)``
+    per batch from Python; ``on_step(n)`` reports progress."""
+    on_step = on_step or (lambda _: None)
+    steps = plan.indices.shape[0]
+    if loop == "scan":
+        state, totals = scan_call(state, plan)
+        on_step(steps)
+        return state, totals
+    carry = (state, empty_totals())
+    for step in range(steps):
+        carry = step_call(carry, jnp.int32(step), plan)
+        on_step(1)
+    return carry
+
+
 def run_epoch(
     state: TrainState, data: tuple[jax.Array, jax.Array], plan: EpochPlan, loop: str,
     augment: bool = False, on_step: Callable[[int], None] | None = None,
 ) -> tuple[TrainState, dict]:
-    """One epoch with the ``loop`` strategy ("scan" or "step"); ``on_step(n)`` reports progress."""
-    steps = plan.indices.shape[0]
-    if loop == "scan":
-        state, totals = train_epoch_scan(state, data, plan, augment)
-        if on_step:
-            on_step(steps)
-        return state, totals
-    carry = (state, empty_totals())
-    for step in range(steps):
-        carry = train_step_jit(carry, jnp.int32(step), data, plan, augment)
-        if on_step:
-            on_step(1)
-    return carry
+    """One epoch with the ``loop`` strategy ("scan" or "step"), compiled on first use."""
+    return _drive(loop, lambda s, p: train_epoch_scan(s, data, p, augment),
+                  lambda c, i, p: train_step_jit(c, i, data, p, augment), state, plan, on_step)
 
 
 @functools.partial(jax.jit, static_argnames=("module", "batch_size"))
@@ -346,23 +355,13 @@ def compile_epoch(
     start = time.perf_counter()
     if loop == "scan":
         compiled = train_epoch_scan.lower(state, data, plan, augment).compile()
-
-        def run(state, plan, on_step):
-            state, totals = compiled(state, data, plan)
-            on_step(plan.indices.shape[0])
-            return state, totals
+        scan_call, step_call = (lambda s, p: compiled(s, data, p)), None
     else:
         compiled = train_step_jit.lower((state, empty_totals()), jnp.int32(0), data, plan,
                                         augment).compile()
-
-        def run(state, plan, on_step):
-            carry = (state, empty_totals())
-            for step in range(plan.indices.shape[0]):
-                carry = compiled(carry, jnp.int32(step), data, plan)
-                on_step(1)
-            return carry
-
-    return run, time.perf_counter() - start
+        scan_call, step_call = None, (lambda c, i, p: compiled(c, i, data, p))
+    seconds = time.perf_counter() - start
+    return functools.partial(_drive, loop, scan_call, step_call), seconds
 
 
 # Config fields that change the trajectory: a resumed run must keep them.
