@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import platform
 import resource
 import statistics
@@ -180,8 +181,6 @@ def main() -> int:
     mnist = data.load("mnist")
     train, _ = data.split_validation(mnist.train, 5000)
     common = (args.preset, train, mnist.test, args.steps, args.batch_size, args.repeats)
-    import os
-
     threads = args.threads or os.cpu_count() or 1
     results = []
     if "ours" not in args.skip:

@@ -108,8 +108,9 @@ def _unreadable(directory: Path, step: int, err: Exception) -> str:
     return f"cannot restore {Path(directory) / str(step)}: {type(err).__name__}: {first_line}"
 
 
-def _on_this_device(tree: Any) -> Any:
-    # Restore onto this process's default device, whatever device wrote the checkpoint.
+def abstract_on_this_device(tree: Any) -> Any:
+    """Shapes and dtypes of ``tree`` placed on this process's default device: a restore
+    target that works whatever device wrote the checkpoint."""
     sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     return jax.tree_util.tree_map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree
@@ -120,7 +121,7 @@ def abstract_params(preset_name: str) -> Any:
     """Shapes and dtypes of a preset's params, on this device, without computing them."""
     module, _ = models.create_model(preset_name)
     shapes = jax.eval_shape(lambda key: models.init_params(module, key), jax.random.key(0))
-    return _on_this_device(shapes)
+    return abstract_on_this_device(shapes)
 
 
 def _is_step_dir(path: Path) -> bool:

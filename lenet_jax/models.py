@@ -257,6 +257,8 @@ def _one_channel_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
     kh, kw = kernel.shape[:2]
     ho, wo = x.shape[1] - kh + 1, x.shape[2] - kw + 1
     y = sum(x[:, i:i + ho, j:j + wo, :] * kernel[i, j, 0] for i in range(kh) for j in range(kw))
+    # Keep the sum materialised rather than fused into its consumers: the scanned epoch
+    # of `original` went from 7,936 to 8,322 img/s with the barrier.
     return jax.lax.optimization_barrier(y)
 
 
@@ -267,8 +269,9 @@ def _one_channel_fwd(x, kernel):
 def _one_channel_bwd(residuals, dy):
     x, kernel = residuals
     kh, kw, _, cout = kernel.shape
-    # Materialise dy once: fused into the product below, its producer (the activation's
-    # gradient) was recomputed per kernel tap, tripling C1's backward time.
+    # Materialise dy before the product below rather than fusing its producer (the
+    # activation's gradient) into it: the scanned epoch of `original` went from 8,322
+    # to 8,836 img/s (a C1-only microbenchmark did not move).
     dy = jax.lax.optimization_barrier(dy)
     # dkernel as one (kh*kw, M) @ (M, cout) product: 1.4 ms against 2.0 for the conv.
     views = _shifted_views(x, kh, kw).reshape(kh * kw, -1)

@@ -31,9 +31,6 @@ from lenet_jax import checkpoint, models
 from lenet_jax.data import Dataset, Split, split_validation
 from lenet_jax.reporting import MetricsLog
 
-LOOPS = ("auto", "scan", "step")
-SCHEDULES = ("constant", "cosine")
-
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
@@ -380,10 +377,6 @@ def _check_resumable(saved: dict, config: TrainConfig) -> None:
             )
 
 
-def _abstract(tree: Any) -> Any:
-    return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)
-
-
 def point_best_link(workdir: Path, run_dir: Path) -> None:
     """Make ``workdir/best`` a symlink to this run's best checkpoints (atomically);
     a real directory of that name is left alone."""
@@ -421,7 +414,8 @@ def train_and_evaluate(
     if resume and ckpts.latest_epoch() is not None:
         _check_resumable(ckpts.latest_metadata(), config)
         params, opt_state, saved = ckpts.restore_latest(
-            _abstract(state.params), _abstract(state.opt_state)
+            checkpoint.abstract_on_this_device(state.params),
+            checkpoint.abstract_on_this_device(state.opt_state),
         )
         state = state.replace(params=params, opt_state=opt_state, step=saved["step"])
         start_epoch = saved["epoch"]

