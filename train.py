@@ -50,7 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              " (default: the preset's, on for original)")
     parser.add_argument("--loop", choices=("auto", "scan", "step"), default="auto",
                         help="epoch as one lax.scan call, or one jit'd call per batch (same"
-                             " result, bit for bit); auto = the measured faster, scan")
+                             " result up to float rounding); auto = the measured faster, scan")
     parser.add_argument("--devices", type=int, default=0,
                         help="data-parallel over this many devices (default: all visible);"
                              " the batch size must divide by it")

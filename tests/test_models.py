@@ -89,10 +89,10 @@ def test_c3_table_has_the_papers_60_connections():
 
 def test_c3_output_map_ignores_unconnected_inputs():
     layer = PartialConv(C3_TABLE, in_maps=6)
-    x = jax.random.normal(jax.random.key(0), (2, 14, 14, 6))
+    x = jax.random.normal(jax.random.key(0), (6, 14, 14, 2))  # channel-major (C, H, W, N)
     variables = layer.init(jax.random.key(1), x)
-    bumped = x.at[..., 5].add(3.0)  # S2 map 5 feeds C3 maps 3, 4, 5, 8-11, 13-15 only
-    delta = jnp.abs(layer.apply(variables, bumped) - layer.apply(variables, x)).max(axis=(0, 1, 2))
+    bumped = x.at[5].add(3.0)  # S2 map 5 feeds C3 maps 3, 4, 5, 8-11, 13-15 only
+    delta = jnp.abs(layer.apply(variables, bumped) - layer.apply(variables, x)).max(axis=(1, 2, 3))
     feeds = c3_connection_mask()[5]
     assert bool(jnp.all(delta[~feeds] == 0.0))
     assert bool(jnp.all(delta[feeds] > 0.0))
@@ -174,25 +174,31 @@ def test_summary_lists_every_layer_and_the_total():
     assert "60,000" in table
 
 
+@pytest.mark.parametrize("backend", ["cpu", "gpu"])  # im2col / XLA's convolution
 @pytest.mark.parametrize(
     ("x_shape", "k_shape"),
-    [((3, 32, 32, 1), (5, 5, 1, 6)),     # C1: shifted multiply-adds
-     ((3, 14, 14, 6), (5, 5, 6, 16)),    # C3: convolution with spelt-out gradient
-     ((3, 5, 5, 16), (5, 5, 16, 120))],  # C5: a matmul
+    [((1, 32, 32, 3), (5, 5, 1, 6)),     # C1 (channel-major: C, H, W, N)
+     ((6, 14, 14, 3), (5, 5, 6, 16)),    # C3
+     ((16, 5, 5, 3), (5, 5, 16, 120))],  # C5: a matmul
 )
-def test_conv2d_equals_xla_convolution_and_its_gradients(x_shape, k_shape):
+def test_conv2d_equals_xla_nhwc_convolution_and_its_gradients(x_shape, k_shape, backend):
     from lenet_jax.models import conv2d
 
     x = jax.random.normal(jax.random.key(0), x_shape)
     k = jax.random.normal(jax.random.key(1), k_shape) * 0.2
+    swap = (3, 1, 2, 0)  # channel-major <-> NHWC
 
     def reference(x, k):
-        return jax.lax.conv_general_dilated(x, k, (1, 1), "VALID",
-                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        y = jax.lax.conv_general_dilated(x.transpose(swap), k, (1, 1), "VALID",
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return y.transpose(swap)
 
-    np.testing.assert_allclose(conv2d(x, k), reference(x, k), rtol=1e-5, atol=1e-5)
+    def ours(x, k):
+        return conv2d(x, k, backend)
+
+    np.testing.assert_allclose(ours(x, k), reference(x, k), rtol=1e-5, atol=1e-5)
     weights = jax.random.normal(jax.random.key(2), reference(x, k).shape)
-    ours = jax.grad(lambda x, k: jnp.sum(jnp.tanh(conv2d(x, k)) * weights), (0, 1))(x, k)
-    theirs = jax.grad(lambda x, k: jnp.sum(jnp.tanh(reference(x, k)) * weights), (0, 1))(x, k)
-    for a, b in zip(ours, theirs, strict=True):
+    grads = jax.grad(lambda x, k: jnp.sum(jnp.tanh(ours(x, k)) * weights), (0, 1))(x, k)
+    expected = jax.grad(lambda x, k: jnp.sum(jnp.tanh(reference(x, k)) * weights), (0, 1))(x, k)
+    for a, b in zip(grads, expected, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
