@@ -20,7 +20,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dataset", default=None,
                         help="evaluate on another data set with the same classes")
     parser.add_argument("--data-dir", default=None, help="TFDS data dir")
-    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="images per compiled chunk (default: 256 on CPU, 1000 elsewhere)")
     parser.add_argument("--out", default=None,
                         help="where metrics.json and the PNGs go (default: <run>/eval)")
     parser.add_argument("--normalise", action="store_true",
@@ -59,7 +60,7 @@ def predict_files(module, params, metadata: dict, files: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.batch_size <= 0:
+    if args.batch_size is not None and args.batch_size <= 0:
         return fail(f"--batch-size must be positive, got {args.batch_size}")
 
     from lenet_jax import checkpoint, data, evaluation, models

@@ -80,7 +80,7 @@ class TorchLeNet(nn.Module):
 
 
 def to_nchw(images_nhwc: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(images_nhwc.transpose(0, 3, 1, 2)))
+    return torch.from_numpy(np.array(images_nhwc.transpose(0, 3, 1, 2)))  # a writable copy
 
 
 def train_steps(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
@@ -94,7 +94,7 @@ def train_steps(model: nn.Module, optimizer: torch.optim.Optimizer, images: torc
         loss = F.cross_entropy(model(images[index]), labels[index])
         loss.backward()
         optimizer.step()
-    return float(loss)
+    return loss.item()
 
 
 @torch.no_grad()

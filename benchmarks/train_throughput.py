@@ -1,10 +1,15 @@
 """Training throughput, side by side, in one process on the same data, preset, batch
 size and number of steps:
 
-  ours   the project's loop: data on device as uint8, an epoch as one compiled lax.scan
-  flax   the Flax examples/mnist loop: a jit'd step called from Python per batch, the
-         batch sliced from host numpy (float32, normalised on the host) each step
-  torch  PyTorch eager, the same preset row built with torch.nn (benchmarks/torch_reference.py)
+  ours          the project's loop: data on device as uint8, an epoch as one compiled
+                lax.scan, this project's model
+  flax-loop     the Flax examples/mnist loop: a jit'd step called from Python per batch,
+                the batch sliced from host numpy (float32, normalised on the host) each
+                step; this project's model, so it measures the loop alone
+  flax-example  the same loop with the preset written as that example writes its CNN
+                (nn.Conv, NHWC; benchmarks/flax_reference.py)
+  torch         PyTorch eager, the same preset row built with torch.nn
+                (benchmarks/torch_reference.py)
 
     python benchmarks/train_throughput.py --preset original --steps 500 --repeats 3
 
@@ -28,8 +33,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
+from flax_reference import FlaxExampleLeNet  # noqa: E402
 
 from lenet_jax import data, models, training  # noqa: E402
 
@@ -85,13 +92,19 @@ def _jax_eval(module, params, test: data.Split) -> tuple[float, float]:
 
 
 def bench_flax_example(preset: str, train: data.Split, test: data.Split, steps: int,
-                       batch: int, repeats: int) -> Result:
-    """Flax's examples/mnist/train.py loop, with this preset's model."""
+                       batch: int, repeats: int, textbook_model: bool = False) -> Result:
+    """Flax's examples/mnist/train.py loop, with this project's model for the preset or,
+    with ``textbook_model``, the preset written as that example writes its CNN."""
     module, _ = models.create_model(preset)
+    name = "Flax example loop, this project's model"
+    if textbook_model:
+        module = FlaxExampleLeNet(module.preset)
+        name = "Flax example loop and model (nn.Conv, NHWC)"
     host_images = np.asarray(models.preprocess(train.images[: steps * batch], module.preset))
     host_labels = train.labels[: steps * batch]
+    dummy = jnp.zeros((1, *module.preset.input_shape), jnp.float32)
     state = training.TrainState.create(
-        apply_fn=module.apply, params=models.init_params(module, jax.random.key(0)),
+        apply_fn=module.apply, params=module.init(jax.random.key(0), dummy)["params"],
         tx=optax.adam(1e-3), module=module,
     )
 
@@ -125,7 +138,7 @@ def bench_flax_example(preset: str, train: data.Split, test: data.Split, steps: 
         start = time.perf_counter()
         state = jax.block_until_ready(train_epoch(state, jax.random.key(repeat)))
         rates.append(steps * batch / (time.perf_counter() - start))
-    return Result("Flax example loop (host batches, jit per step)", rates, compile_seconds,
+    return Result(name, rates, compile_seconds,
                   *_jax_eval(module, state.params, test), peak_rss_mib())
 
 
@@ -173,7 +186,8 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["ours", "flax", "torch"])
+    parser.add_argument("--skip", nargs="*", default=[],
+                        choices=["ours", "flax-loop", "flax-example", "torch"])
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
     if args.steps * args.batch_size > 55_000:
@@ -185,8 +199,10 @@ def main() -> int:
     results = []
     if "ours" not in args.skip:
         results.append(bench_ours(*common))
-    if "flax" not in args.skip:
+    if "flax-loop" not in args.skip:
         results.append(bench_flax_example(*common))
+    if "flax-example" not in args.skip:
+        results.append(bench_flax_example(*common, textbook_model=True))
     if "torch" not in args.skip:
         torch_result = bench_torch(*common, threads)
         if torch_result:

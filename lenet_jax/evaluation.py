@@ -81,7 +81,7 @@ def most_confused(cm: np.ndarray, top: int = 5) -> list[tuple[int, int, int]]:
 
 
 def run(module: models.LeNet, params, images: np.ndarray, labels: np.ndarray,
-        class_names: tuple[str, ...], batch_size: int = 1000) -> Report:
+        class_names: tuple[str, ...], batch_size: int | None = None) -> Report:
     """Predict a whole split in one compiled call."""
     logits = predict_logits(module, params, jax.numpy.asarray(images), batch_size)
     probabilities = np.asarray(jax.nn.softmax(logits, axis=-1))

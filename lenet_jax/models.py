@@ -222,6 +222,16 @@ def paper_uniform(fan_in: int | np.ndarray) -> nn.initializers.Initializer:
 # Flax's shapes (HWIO kernels), so checkpoints do not depend on the layout.
 _CHWN = ("CHWN", "HWIO", "CHWN")
 
+# Every product in the network is float32 x float32 -> float32. On CPU that is XLA's
+# only choice anyway; on an Ampere/Hopper GPU XLA would otherwise take TF32 (a 10-bit
+# mantissa) for float32 matmuls and convolutions, and CPU and GPU runs would differ by
+# more than rounding. A LeNet step is bound by kernel launches, not FLOPs, on a GPU.
+MATMUL_PRECISION = jax.lax.Precision.HIGHEST
+
+
+def _matmul(a: jax.Array, b: jax.Array) -> jax.Array:
+    return jnp.matmul(a, b, precision=MATMUL_PRECISION)
+
 
 def _windows(x: jax.Array, k: int) -> jax.Array:
     """(k*k, C, H', W', N): the k x k window offsets (i, j) of ``x``, row-major."""
@@ -256,7 +266,7 @@ def _patches(x: jax.Array, k: int) -> jax.Array:
 def _im2col_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
     k, _, _, cout = kernel.shape
     _, h, w, n = x.shape
-    y = kernel.reshape(-1, cout).T @ _patches(x, k)
+    y = _matmul(kernel.reshape(-1, cout).T, _patches(x, k))
     return y.reshape(cout, h - k + 1, w - k + 1, n)
 
 
@@ -269,8 +279,8 @@ def _im2col_bwd(residuals, dy):
     k, _, cin, cout = kernel.shape
     patches = _patches(x, k)  # the forward's own: XLA merges the two
     dy_rows = dy.reshape(cout, -1)
-    dkernel = (patches @ dy_rows.T).reshape(kernel.shape)
-    dwindows = (kernel.reshape(-1, cout) @ dy_rows).reshape(k * k, cin, *dy.shape[1:])
+    dkernel = _matmul(patches, dy_rows.T).reshape(kernel.shape)
+    dwindows = _matmul(kernel.reshape(-1, cout), dy_rows).reshape(k * k, cin, *dy.shape[1:])
     return _overlap_add(dwindows, x.shape, k), dkernel
 
 
@@ -278,7 +288,8 @@ _im2col_conv.defvjp(_im2col_fwd, _im2col_bwd)
 
 
 def _lax_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    return jax.lax.conv_general_dilated(x, kernel, (1, 1), "VALID", dimension_numbers=_CHWN)
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1), "VALID", dimension_numbers=_CHWN,
+                                        precision=MATMUL_PRECISION)
 
 
 def conv2d(x: jax.Array, kernel: jax.Array, backend: str | None = None) -> jax.Array:
@@ -295,7 +306,7 @@ def conv2d(x: jax.Array, kernel: jax.Array, backend: str | None = None) -> jax.A
         raise ValueError(f"conv2d takes square kernels, got {k}x{kw}")
     if x.shape[1:3] == (k, k):
         flat = x.transpose(1, 2, 0, 3).reshape(k * k * cin, x.shape[3])  # rows (i, j, c)
-        return (kernel.reshape(-1, cout).T @ flat).reshape(cout, 1, 1, x.shape[3])
+        return _matmul(kernel.reshape(-1, cout).T, flat).reshape(cout, 1, 1, x.shape[3])
     if (backend or jax.default_backend()) == "cpu":
         return _im2col_conv(x, kernel)
     return _lax_conv(x, kernel)
@@ -435,7 +446,7 @@ class LeNet(nn.Module):
             extra = {}
             if paper:
                 extra = {"kernel_init": paper_uniform(fan_in), "bias_init": paper_uniform(fan_in)}
-            return nn.Dense(features, name=name, **extra)
+            return nn.Dense(features, name=name, precision=MATMUL_PRECISION, **extra)
 
         # NHWC <-> channel-major (C, H, W, N) is the same swap of axes 0 and 3.
         to_channel_major = to_batch_major = (3, 1, 2, 0)

@@ -312,11 +312,18 @@ def run_epoch(
                   lambda c, i, p: train_step_jit(c, i, data, p, augment), state, plan, on_step)
 
 
+# Images per chunk when predicting. On 2 CPU cores the 10,000 MNIST test images took
+# 0.44 s in chunks of 1,000 (C1's im2col matrix outgrows the caches), 0.21 s in 256s.
+EVAL_BATCH_SIZE = {"cpu": 256}
+
+
 @functools.partial(jax.jit, static_argnames=("module", "batch_size"))
 def predict_logits(
-    module: models.LeNet, params: Any, images: jax.Array, batch_size: int = 1000
+    module: models.LeNet, params: Any, images: jax.Array, batch_size: int | None = None
 ) -> jax.Array:
-    """Logits for uint8 images (N, 28, 28, 1) in one compiled call, in chunks of ``batch_size``."""
+    """Logits for uint8 images (N, 28, 28, 1) in one compiled call, in chunks of
+    ``batch_size`` (default: ``EVAL_BATCH_SIZE`` for the backend, else 1,000)."""
+    batch_size = batch_size or EVAL_BATCH_SIZE.get(jax.default_backend(), 1000)
     n = images.shape[0]
     chunks = math.ceil(n / batch_size)
     padded = jnp.pad(images, ((0, chunks * batch_size - n), (0, 0), (0, 0), (0, 0)))

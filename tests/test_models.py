@@ -202,3 +202,31 @@ def test_conv2d_equals_xla_nhwc_convolution_and_its_gradients(x_shape, k_shape, 
     expected = jax.grad(lambda x, k: jnp.sum(jnp.tanh(reference(x, k)) * weights), (0, 1))(x, k)
     for a, b in zip(grads, expected, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def _primitives(jaxpr):
+    """Every equation of ``jaxpr`` and of the jaxprs nested in it."""
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    yield from _primitives(inner)
+
+
+@pytest.mark.parametrize("variant", ["original", "relu_avgpool_pad2"])
+def test_every_product_in_training_is_float32_precision(variant):
+    model, input_shape = lenet_jax.create_model(variant)
+    params = lenet_jax.init_params(model, jax.random.key(0))
+    images = _random_images(jax.random.key(1), 4, input_shape)
+
+    def loss(params):
+        return jnp.sum(model.apply({"params": params}, images) ** 2)
+
+    products = [eqn for eqn in _primitives(jax.make_jaxpr(jax.grad(loss))(params).jaxpr)
+                if eqn.primitive.name in ("dot_general", "conv_general_dilated")]
+    assert len(products) >= 8  # forward and backward of C1, C3, C5, F6, OUTPUT
+    highest = jax.lax.Precision.HIGHEST
+    for eqn in products:
+        assert eqn.params["precision"] in (highest, (highest, highest)), eqn
