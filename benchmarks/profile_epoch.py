@@ -34,7 +34,9 @@ def op_times(trace_dir: Path) -> collections.Counter:
     """Microseconds per op name (numbered copies of one op kind merged) in a trace."""
     trace = next(trace_dir.rglob("*.trace.json.gz"))
     totals: collections.Counter = collections.Counter()
-    for event in json.load(gzip.open(trace))["traceEvents"]:
+    with gzip.open(trace) as file:
+        events = json.load(file)["traceEvents"]
+    for event in events:
         if event.get("ph") == "X" and not NOT_OPS.search(event["name"]):
             totals[re.sub(r"\.\d+$", "", event["name"])] += event["dur"]
     return totals
