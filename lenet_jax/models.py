@@ -217,8 +217,8 @@ def paper_uniform(fan_in: int | np.ndarray) -> nn.initializers.Initializer:
 # innermost, contiguous axis. On XLA:CPU that makes every activation, pooling window
 # and im2col copy a run of whole batch rows that vectorises, and turns each
 # convolution into one matrix product. Measured (scanned epoch, batch 64, 2 cores):
-# `original` 8,708 img/s in NHWC with XLA's convolutions, 17,631 channel-major with
-# im2col; `relu_maxpool` 10,463 -> 20,891 (benchmarks/RESULTS.md). Parameters keep
+# `original` 8,708 img/s in NHWC with XLA's convolutions, 19,678 channel-major with
+# im2col; `relu_maxpool` 10,463 -> 21,904 (benchmarks/RESULTS.md, with the steps). Parameters keep
 # Flax's shapes (HWIO kernels), so checkpoints do not depend on the layout.
 _CHWN = ("CHWN", "HWIO", "CHWN")
 
@@ -249,7 +249,7 @@ def _overlap_add(dwindows: jax.Array, shape: tuple[int, ...], k: int) -> jax.Arr
     _, h, w, _ = shape
     ho, wo = h - k + 1, w - k + 1
     # In-place slice updates: XLA:CPU fused a sum of k*k padded copies into its
-    # consumers and recomputed it per use (11,775 img/s for `original`, 15,470 like this).
+    # consumers and recomputed it per use (12,062 img/s for `original`, 15,470 like this).
     dx = jnp.zeros(shape, dwindows.dtype)
     for i in range(k):
         for j in range(k):
