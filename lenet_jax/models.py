@@ -217,8 +217,8 @@ def paper_uniform(fan_in: int | np.ndarray) -> nn.initializers.Initializer:
 # innermost, contiguous axis. On XLA:CPU that makes every activation, pooling window
 # and im2col copy a run of whole batch rows that vectorises, and turns each
 # convolution into one matrix product. Measured (scanned epoch, batch 64, 2 cores):
-# `original` 8,708 img/s in NHWC with XLA's convolutions, 19,678 channel-major with
-# im2col; `relu_maxpool` 10,463 -> 21,904 (benchmarks/RESULTS.md, with the steps). Parameters keep
+# `original` 8,708 img/s in NHWC with XLA's convolutions, 19,438 channel-major with
+# im2col; `relu_maxpool` 10,463 -> 22,832 (benchmarks/RESULTS.md, with the steps). Parameters keep
 # Flax's shapes (HWIO kernels), so checkpoints do not depend on the layout.
 _CHWN = ("CHWN", "HWIO", "CHWN")
 
