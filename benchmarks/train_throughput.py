@@ -11,10 +11,13 @@ size and number of steps:
   torch         PyTorch eager, the same preset row built with torch.nn
                 (benchmarks/torch_reference.py)
 
-    python benchmarks/train_throughput.py --preset original --steps 500 --repeats 3
+    python benchmarks/train_throughput.py --preset original --steps 500 --repeats 5
 
-Images/s are medians over the repeats, compile (or first-step) time is reported apart,
-peak RSS is the process's high-water mark after each contender (they run in order).
+Every contender is set up and compiled first; then the timed passes run in rounds, one
+pass of each contender per round, so that a machine whose speed drifts (a shared host)
+slows them alike. Images/s are medians over the rounds, and each ratio is also given per
+round. Compile (or first-step) time is reported apart; peak RSS is the process's
+high-water mark after each contender's setup (they are set up in order).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import resource
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
@@ -40,9 +44,24 @@ from flax_reference import FlaxExampleLeNet  # noqa: E402
 
 from lenet_jax import data, models, training  # noqa: E402
 
+CONTENDERS = ("ours", "flax-loop", "flax-example", "torch")
+
 
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@dataclasses.dataclass
+class Contender:
+    """A set-up training loop: ``run_pass(r)`` trains on the benchmark's images once
+    (pass ``r`` fixes the order) and returns when the work is done; ``evaluate()``
+    gives (seconds for the test set, test accuracy) with the parameters reached."""
+
+    name: str
+    compile_seconds: float
+    run_pass: Callable[[int], None]
+    evaluate: Callable[[], tuple[float, float]]
+    peak_rss_mib: float = 0.0
 
 
 @dataclasses.dataclass
@@ -59,8 +78,8 @@ class Result:
         return statistics.median(self.images_per_second)
 
 
-def bench_ours(preset: str, train: data.Split, test: data.Split, steps: int, batch: int,
-               repeats: int) -> Result:
+def setup_ours(preset: str, train: data.Split, test: data.Split, steps: int,
+               batch: int) -> Contender:
     n = steps * batch
     config = training.TrainConfig(variant=preset, batch_size=batch, learning_rate=1e-3,
                                   schedule="constant")
@@ -68,15 +87,15 @@ def bench_ours(preset: str, train: data.Split, test: data.Split, steps: int, bat
     device_data = training.to_device(train.take(slice(0, n)))
     plan = training.plan_epoch(training.epoch_key(0, 0), n, batch)
     run, compile_seconds = training.compile_epoch("scan", state, device_data, plan, False)
-    rates = []
-    for repeat in range(repeats):
-        plan = training.plan_epoch(training.epoch_key(0, repeat), n, batch)
-        start = time.perf_counter()
-        state, totals = run(state, plan, lambda _: None)
+
+    def run_pass(repeat: int) -> None:
+        nonlocal state
+        state, totals = run(state, training.plan_epoch(training.epoch_key(0, repeat), n, batch),
+                            None)
         jax.block_until_ready(totals)
-        rates.append(n / (time.perf_counter() - start))
-    return Result("ours (device data, scanned epoch)", rates, compile_seconds,
-                  *_jax_eval(state.module, state.params, test), peak_rss_mib())
+
+    return Contender("ours (device data, scanned epoch)", compile_seconds, run_pass,
+                     lambda: _jax_eval(state.module, state.params, test))
 
 
 def _jax_eval(module, params, test: data.Split) -> tuple[float, float]:
@@ -91,8 +110,8 @@ def _jax_eval(module, params, test: data.Split) -> tuple[float, float]:
     return statistics.median(times), accuracy
 
 
-def bench_flax_example(preset: str, train: data.Split, test: data.Split, steps: int,
-                       batch: int, repeats: int, textbook_model: bool = False) -> Result:
+def setup_flax_example(preset: str, train: data.Split, test: data.Split, steps: int,
+                       batch: int, textbook_model: bool = False) -> Contender:
     """Flax's examples/mnist/train.py loop, with this project's model for the preset or,
     with ``textbook_model``, the preset written as that example writes its CNN."""
     module, _ = models.create_model(preset)
@@ -121,29 +140,25 @@ def bench_flax_example(preset: str, train: data.Split, test: data.Split, steps: 
     def update_model(state, grads):
         return state.apply_gradients(grads=grads)
 
-    def train_epoch(state, rng):
+    def run_pass(repeat: int) -> None:  # the example's train_epoch
+        nonlocal state
+        rng = jax.random.key(repeat)
         perms = np.asarray(jax.random.permutation(rng, steps * batch)).reshape(steps, batch)
         for i, perm in enumerate(perms):
             _, grads = apply_model(state, host_images[perm], host_labels[perm],
                                    jax.random.fold_in(rng, i))
             state = update_model(state, grads)
-        return state
+        jax.block_until_ready(state)
 
     start = time.perf_counter()  # first step: tracing and compiling both functions
     _, grads = apply_model(state, host_images[:batch], host_labels[:batch], jax.random.key(0))
     jax.block_until_ready(update_model(state, grads))
-    compile_seconds = time.perf_counter() - start
-    rates = []
-    for repeat in range(repeats):
-        start = time.perf_counter()
-        state = jax.block_until_ready(train_epoch(state, jax.random.key(repeat)))
-        rates.append(steps * batch / (time.perf_counter() - start))
-    return Result(name, rates, compile_seconds,
-                  *_jax_eval(module, state.params, test), peak_rss_mib())
+    return Contender(name, time.perf_counter() - start, run_pass,
+                     lambda: _jax_eval(module, state.params, test))
 
 
-def bench_torch(preset: str, train: data.Split, test: data.Split, steps: int, batch: int,
-                repeats: int, threads: int) -> Result | None:
+def setup_torch(preset: str, train: data.Split, test: data.Split, steps: int, batch: int,
+                threads: int) -> Contender | None:
     try:
         import torch
     except ImportError:
@@ -162,66 +177,92 @@ def bench_torch(preset: str, train: data.Split, test: data.Split, steps: int, ba
     start = time.perf_counter()  # warm-up: one step (allocator, kernels)
     train_steps(model, optimizer, images, labels, torch.arange(batch), batch)
     warmup = time.perf_counter() - start
-    rates = []
-    for repeat in range(repeats):
+
+    def run_pass(repeat: int) -> None:
         order = torch.randperm(steps * batch, generator=torch.Generator().manual_seed(repeat))
-        start = time.perf_counter()
         train_steps(model, optimizer, images, labels, order, batch)
-        rates.append(steps * batch / (time.perf_counter() - start))
-    test_images = to_nchw(np.asarray(models.preprocess(test.images, spec)))
-    test_labels = torch.from_numpy(test.labels.astype(np.int64))
-    times = []
-    for _ in range(3):
-        start = time.perf_counter()
-        acc = accuracy(model, test_images, test_labels)
-        times.append(time.perf_counter() - start)
-    return Result(f"PyTorch {torch.__version__} eager", rates, warmup, statistics.median(times),
-                  acc, peak_rss_mib())
+
+    def evaluate() -> tuple[float, float]:
+        test_images = to_nchw(np.asarray(models.preprocess(test.images, spec)))
+        test_labels = torch.from_numpy(test.labels.astype(np.int64))
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            acc = accuracy(model, test_images, test_labels)
+            times.append(time.perf_counter() - start)
+        return statistics.median(times), acc
+
+    return Contender(f"PyTorch {torch.__version__} eager", warmup, run_pass, evaluate)
+
+
+def run_rounds(contenders: list[Contender], images_per_pass: int,
+               rounds: int) -> list[list[float]]:
+    """Images/s of each contender per round; a round times one pass of each, in turn."""
+    rates: list[list[float]] = [[] for _ in contenders]
+    for repeat in range(rounds):
+        for contender, contender_rates in zip(contenders, rates, strict=True):
+            start = time.perf_counter()
+            contender.run_pass(repeat)
+            contender_rates.append(images_per_pass / (time.perf_counter() - start))
+    return rates
+
+
+def report(results: list[Result], header_line: str) -> str:
+    lines = [header_line, (
+        f"{'loop':48s} {'img/s (median)':>15s} {'rounds':>36s} {'compile s':>9s} "
+        f"{'eval 10k s':>10s} {'test acc':>8s} {'peak RSS MiB':>12s}")]
+    for r in results:
+        runs = "/".join(f"{x:,.0f}" for x in r.images_per_second)
+        lines.append(
+            f"{r.name:48s} {r.median:15,.0f} {runs:>36s} {r.compile_seconds:9.2f} "
+            f"{r.eval_seconds:10.3f} {100 * r.test_accuracy:7.2f}% {r.peak_rss_mib:12,.0f}")
+    if results and results[0].name.startswith("ours"):
+        ours = results[0]
+        for other in results[1:]:
+            per_round = sorted(a / b for a, b in zip(ours.images_per_second,
+                                                     other.images_per_second, strict=True))
+            lines.append(f"ours / {other.name.split(' (')[0]}: {ours.median / other.median:.2f}x"
+                         f" (per round {per_round[0]:.2f}-{per_round[-1]:.2f}x)")
+    return "\n".join(lines)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="original", choices=list(models.PRESETS))
-    parser.add_argument("--steps", type=int, default=500, help="steps per timed repeat")
+    parser.add_argument("--steps", type=int, default=500, help="steps per timed pass")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5, help="rounds of timed passes")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
-    parser.add_argument("--skip", nargs="*", default=[],
-                        choices=["ours", "flax-loop", "flax-example", "torch"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=CONTENDERS)
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
+    if args.steps < 1 or args.batch_size < 1 or args.repeats < 1:
+        parser.error("--steps, --batch-size and --repeats must be positive")
     if args.steps * args.batch_size > 55_000:
         parser.error("--steps x --batch-size must fit in 55,000 training images")
     mnist = data.load("mnist")
     train, _ = data.split_validation(mnist.train, 5000)
-    common = (args.preset, train, mnist.test, args.steps, args.batch_size, args.repeats)
-    threads = args.threads or os.cpu_count() or 1
-    results = []
-    if "ours" not in args.skip:
-        results.append(bench_ours(*common))
-    if "flax-loop" not in args.skip:
-        results.append(bench_flax_example(*common))
-    if "flax-example" not in args.skip:
-        results.append(bench_flax_example(*common, textbook_model=True))
-    if "torch" not in args.skip:
-        torch_result = bench_torch(*common, threads)
-        if torch_result:
-            results.append(torch_result)
+    common = (args.preset, train, mnist.test, args.steps, args.batch_size)
+    setups = {
+        "ours": lambda: setup_ours(*common),
+        "flax-loop": lambda: setup_flax_example(*common),
+        "flax-example": lambda: setup_flax_example(*common, textbook_model=True),
+        "torch": lambda: setup_torch(*common, args.threads or os.cpu_count() or 1),
+    }
+    contenders = []
+    for name in CONTENDERS:
+        if name not in args.skip and (contender := setups[name]()) is not None:
+            contender.peak_rss_mib = peak_rss_mib()
+            contenders.append(contender)
+    rates = run_rounds(contenders, args.steps * args.batch_size, args.repeats)
+    results = [Result(c.name, r, c.compile_seconds, *c.evaluate(), c.peak_rss_mib)
+               for c, r in zip(contenders, rates, strict=True)]
 
     device = jax.devices()[0]
-    print(f"\n{args.preset}, batch {args.batch_size}, {args.steps} steps x {args.repeats} "
-          f"repeats, {device.platform} ({device.device_kind}), jax {jax.__version__}, "
-          f"{os.cpu_count()} CPU cores, {platform.machine()}")
-    header = (f"{'loop':48s} {'img/s (median)':>15s} {'runs':>24s} {'compile s':>9s} "
-              f"{'eval 10k s':>10s} {'test acc':>8s} {'peak RSS MiB':>12s}")
-    print(header)
-    for r in results:
-        runs = "/".join(f"{x:,.0f}" for x in r.images_per_second)
-        print(f"{r.name:48s} {r.median:15,.0f} {runs:>24s} {r.compile_seconds:9.2f} "
-              f"{r.eval_seconds:10.3f} {100 * r.test_accuracy:7.2f}% {r.peak_rss_mib:12,.0f}")
-    if results and results[0].name.startswith("ours"):
-        for other in results[1:]:
-            print(f"ours / {other.name.split(' (')[0]}: {results[0].median / other.median:.2f}x")
+    print("\n" + report(results, (
+        f"{args.preset}, batch {args.batch_size}, {args.steps} steps x {args.repeats} rounds, "
+        f"{device.platform} ({device.device_kind}), jax {jax.__version__}, "
+        f"{os.cpu_count()} CPU cores, {platform.machine()}")))
     if args.json:
         Path(args.json).write_text(json.dumps(
             [dataclasses.asdict(r) | {"median": r.median} for r in results], indent=2))

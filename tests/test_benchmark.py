@@ -1,0 +1,30 @@
+"""The throughput benchmark runs end to end (tiny sizes) and reports every contender."""
+
+import json
+
+from conftest import ROOT, run_cli
+
+SCRIPT = str(ROOT / "benchmarks" / "train_throughput.py")
+
+
+def test_benchmark_reports_every_contender_per_round(tmp_path):
+    out = tmp_path / "results.json"
+    run = run_cli(SCRIPT, "--preset", "relu_maxpool", "--steps", "4", "--repeats", "2",
+                  "--skip", "torch", "--json", str(out))
+    assert run.returncode == 0, run.stderr[-2000:]
+    results = json.loads(out.read_text())
+    assert [r["name"].split(" (")[0].split(",")[0] for r in results] == [
+        "ours", "Flax example loop", "Flax example loop and model"]
+    for r in results:
+        assert len(r["images_per_second"]) == 2 and min(r["images_per_second"]) > 0
+        assert r["compile_seconds"] > 0 and r["eval_seconds"] > 0
+        assert 0.0 <= r["test_accuracy"] <= 1.0
+    assert "ours / Flax example loop, this project's model: " in run.stdout
+    assert "ours / Flax example loop and model: " in run.stdout
+
+
+def test_benchmark_rejects_bad_sizes():
+    run = run_cli(SCRIPT, "--steps", "0")
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines()[-1].endswith(
+        "--steps, --batch-size and --repeats must be positive")
