@@ -286,8 +286,6 @@ def _im2col_fwd(x, kernel):
 
 def _im2col_bwd(residuals, dy):
     x, kernel, patches = residuals
-    if patches is None:  # forward by _lax_conv: build them now
-        patches = _patches(x, kernel.shape[0])
     k, _, cin, cout = kernel.shape
     dy_rows = dy.reshape(cout, -1)
     dkernel = _matmul(patches, dy_rows.T).reshape(kernel.shape)
@@ -303,33 +301,13 @@ def _lax_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
                                         precision=MATMUL_PRECISION)
 
 
-@jax.custom_vjp
-def _single_channel_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """XLA's convolution forward, im2col gradient (C1 on XLA:CPU).
-
-    With one input map XLA:CPU's own convolution is fast in the channel-major layout
-    (unlike C3's): the 10,000 test images took 0.09 s instead of 0.18 s with im2col.
-    Its gradient is not: C1 forward and kernel gradient took 1.06 ms per step (batch
-    64) with XLA's, 0.53 ms with this im2col one and 0.64 ms all im2col.
-    """
-    return _lax_conv(x, kernel)
-
-
-def _single_channel_fwd(x, kernel):
-    return _lax_conv(x, kernel), (x, kernel, None)
-
-
-_single_channel_conv.defvjp(_single_channel_fwd, _im2col_bwd)
-
-
 def conv2d(x: jax.Array, kernel: jax.Array, backend: str | None = None) -> jax.Array:
     """VALID, stride-1 convolution of channel-major ``x`` (C, H, W, N) with an HWIO
     kernel, giving (O, H', W', N); spelt per shape and backend (same function).
 
     - A kernel that covers the whole input (C5 on 5x5 maps) is a dense layer: a matmul.
     - On XLA:CPU, im2col and one matrix product, with the gradient written out
-      (XLA:CPU's own convolutions ran at a fraction of its matmul speed here), except
-      the forward pass of a one-map input (C1), where XLA's convolution is faster.
+      (XLA:CPU's own convolutions ran at a fraction of its matmul speed here).
     - Elsewhere (GPU), XLA's convolution, which picks the cuDNN layout itself.
     """
     k, kw, cin, cout = kernel.shape
@@ -339,7 +317,7 @@ def conv2d(x: jax.Array, kernel: jax.Array, backend: str | None = None) -> jax.A
         flat = x.transpose(1, 2, 0, 3).reshape(k * k * cin, x.shape[3])  # rows (i, j, c)
         return _matmul(kernel.reshape(-1, cout).T, flat).reshape(cout, 1, 1, x.shape[3])
     if (backend or jax.default_backend()) == "cpu":
-        return _single_channel_conv(x, kernel) if cin == 1 else _im2col_conv(x, kernel)
+        return _im2col_conv(x, kernel)
     return _lax_conv(x, kernel)
 
 

@@ -312,8 +312,8 @@ def run_epoch(
 
 
 # Images per chunk when predicting. On 2 CPU cores the 10,000 MNIST test images took
-# (`original`, s) 0.082 / 0.071 / 0.086 / 0.118 / 0.135 in chunks of 64 / 128 / 256 /
-# 500 / 1,000: larger chunks' maps outgrow the caches.
+# (`original`, s) 0.141 / 0.135 / 0.167 / 0.193 / 0.355 in chunks of 64 / 128 / 256 /
+# 500 / 1,000: larger chunks' im2col matrices outgrow the caches.
 EVAL_BATCH_SIZE = {"cpu": 128}
 
 
