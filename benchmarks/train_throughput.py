@@ -13,6 +13,9 @@ size and number of steps:
 
     python benchmarks/train_throughput.py --preset original --steps 500 --repeats 5
 
+On a machine without TensorFlow (TFDS needs it), give it the arrays, written where TFDS
+works with ``--save-arrays mnist.npz``: ``--arrays mnist.npz`` (benchmarks/gpu_check.sh).
+
 Every contender is set up and compiled first; then the timed passes run in rounds, one
 pass of each contender per round, so that a machine whose speed drifts (a shared host)
 slows them alike. Images/s are medians over the rounds, and each ratio is also given per
@@ -235,12 +238,25 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     parser.add_argument("--skip", nargs="*", default=[], choices=CONTENDERS)
     parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument("--arrays", default=None, metavar="NPZ",
+                        help="read MNIST from this file (lenet_jax.data.save_arrays; checked "
+                             "against the same digests) instead of TFDS: for a machine "
+                             "without TensorFlow")
+    parser.add_argument("--save-arrays", default=None, metavar="NPZ",
+                        help="write the MNIST arrays TFDS gives to this file and exit")
     args = parser.parse_args()
     if args.steps < 1 or args.batch_size < 1 or args.repeats < 1:
         parser.error("--steps, --batch-size and --repeats must be positive")
     if args.steps * args.batch_size > 55_000:
         parser.error("--steps x --batch-size must fit in 55,000 training images")
-    mnist = data.load("mnist")
+    try:
+        mnist = data.load_arrays(args.arrays) if args.arrays else data.load("mnist")
+    except data.DataError as err:
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
+    if args.save_arrays:
+        data.save_arrays(mnist, args.save_arrays)
+        print(f"wrote {args.save_arrays}")
+        return 0
     train, _ = data.split_validation(mnist.train, 5000)
     common = (args.preset, train, mnist.test, args.steps, args.batch_size)
     setups = {

@@ -10,7 +10,6 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
-from tensorboardX import SummaryWriter  # noqa: E402
 
 METRICS_FILE = "metrics.jsonl"
 CURVES_FILE = "curves.png"
@@ -32,6 +31,9 @@ class MetricsLog:
         self.path = self.run_dir / METRICS_FILE
         self.records = [r for r in read_metrics(self.run_dir) if r["epoch"] <= resume_epoch]
         self.path.write_text("".join(json.dumps(r) + "\n" for r in self.records))
+        # Imported here, so that importing the training code needs no TensorBoard writer.
+        from tensorboardX import SummaryWriter
+
         self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
 
     def append(self, record: dict) -> None:

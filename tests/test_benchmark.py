@@ -28,3 +28,29 @@ def test_benchmark_rejects_bad_sizes():
     assert run.returncode == 2
     assert run.stderr.strip().splitlines()[-1].endswith(
         "--steps, --batch-size and --repeats must be positive")
+
+
+BLOCK_TENSORFLOW = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in ("tensorflow", "tensorflow_datasets", "tensorboardX"):
+            raise ImportError("blocked " + name)
+sys.meta_path.insert(0, Block())
+"""
+
+
+def test_training_and_saved_arrays_need_no_tensorflow(tmp_path, tiny_dataset):
+    """A lent GPU machine has JAX but no TensorFlow/TFDS/tensorboardX: the training code
+    must import and the saved arrays load there (benchmarks/gpu_check.sh)."""
+    from lenet_jax import data
+
+    data.save_arrays(tiny_dataset, tmp_path / "tiny.npz")
+    code = BLOCK_TENSORFLOW + (
+        "from lenet_jax import data, evaluation, training\n"
+        f"d = data.load_arrays({str(tmp_path / 'tiny.npz')!r}, verify=False)\n"
+        "print(len(d.train), len(d.test), d.class_names[3])\n"
+    )
+    run = run_cli("-c", code)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split() == ["704", "200", "3"]
