@@ -36,6 +36,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
@@ -101,16 +102,22 @@ def setup_ours(preset: str, train: data.Split, test: data.Split, steps: int,
                      lambda: _jax_eval(state.module, state.params, test))
 
 
+def _median_seconds(call: Callable[[], Any], times: int = 3) -> tuple[float, Any]:
+    """Median wall time of ``times`` calls, and the last call's result."""
+    seconds = []
+    for _ in range(times):
+        start = time.perf_counter()
+        result = call()
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds), result
+
+
 def _jax_eval(module, params, test: data.Split) -> tuple[float, float]:
     images = jax.device_put(test.images)
     jax.block_until_ready(training.predict_logits(module, params, images))  # compile
-    times = []
-    for _ in range(3):
-        start = time.perf_counter()
-        logits = jax.block_until_ready(training.predict_logits(module, params, images))
-        times.append(time.perf_counter() - start)
-    accuracy = float(np.mean(np.asarray(logits).argmax(-1) == test.labels))
-    return statistics.median(times), accuracy
+    seconds, logits = _median_seconds(
+        lambda: jax.block_until_ready(training.predict_logits(module, params, images)))
+    return seconds, float(np.mean(np.asarray(logits).argmax(-1) == test.labels))
 
 
 def setup_flax_example(preset: str, train: data.Split, test: data.Split, steps: int,
@@ -188,12 +195,7 @@ def setup_torch(preset: str, train: data.Split, test: data.Split, steps: int, ba
     def evaluate() -> tuple[float, float]:
         test_images = to_nchw(np.asarray(models.preprocess(test.images, spec)))
         test_labels = torch.from_numpy(test.labels.astype(np.int64))
-        times = []
-        for _ in range(3):
-            start = time.perf_counter()
-            acc = accuracy(model, test_images, test_labels)
-            times.append(time.perf_counter() - start)
-        return statistics.median(times), acc
+        return _median_seconds(lambda: accuracy(model, test_images, test_labels))
 
     return Contender(f"PyTorch {torch.__version__} eager", warmup, run_pass, evaluate)
 

@@ -182,19 +182,19 @@ def save_arrays(dataset: Dataset, path: str | os.PathLike) -> None:
 def load_arrays(path: str | os.PathLike, verify: bool = True) -> Dataset:
     """The data set ``save_arrays`` wrote to ``path``, checked like ``load``'s (MNIST:
     against the digests of the arrays TFDS gives, so it is the same data)."""
+    remedy = f"write {path} again with lenet_jax.data.save_arrays"
     try:
         with np.load(path) as arrays:
-            dataset = Dataset(
-                str(arrays["name"]),
-                Split(arrays["train_images"].astype(np.uint8), arrays["train_labels"]),
-                Split(arrays["test_images"].astype(np.uint8), arrays["test_labels"]),
-                tuple(str(c) for c in arrays["class_names"]),
-            )
+            train, test = (_split({"image": arrays[f"{split}_images"],
+                                   "label": arrays[f"{split}_labels"]})
+                           for split in ("train", "test"))
+            dataset = Dataset(str(arrays["name"]), train, test,
+                              tuple(str(c) for c in arrays["class_names"]))
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
         raise DataError(f"cannot read data arrays from {path} ({type(err).__name__}); "
-                        "write it again with lenet_jax.data.save_arrays") from None
+                        f"{remedy}") from None
     if verify:
-        verify_dataset(dataset, remedy=f"write {path} again with lenet_jax.data.save_arrays")
+        verify_dataset(dataset, remedy=remedy)
     return dataset
 
 

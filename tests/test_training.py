@@ -179,16 +179,20 @@ def test_original_reaches_the_papers_accuracy_in_ten_epochs(tmp_path):
     evaluate.py on runs/best reporting the same test accuracy."""
     from conftest import run_cli
 
+    from lenet_jax.reporting import read_metrics
+
     run = run_cli("train.py", "--epochs", "10", "--variant", "original", "--no-progress",
                   "--workdir", str(tmp_path))
     assert run.returncode == 0, run.stderr[-2000:]
-    records = [json.loads(line) for line in
-               (tmp_path / "original" / "metrics.jsonl").read_text().splitlines()]
+    records = read_metrics(tmp_path / "original")
     assert [r["epoch"] for r in records] == list(range(1, 11))
     assert records[-1]["train_loss"] < records[0]["train_loss"]
-    best = max(records, key=lambda r: r["val_accuracy"])
-    assert best["test_accuracy"] >= 0.99, best
+    # runs/best is an epoch of the best validation accuracy (several may tie).
+    best_val = max(r["val_accuracy"] for r in records)
+    best_tests = [r["test_accuracy"] for r in records if r["val_accuracy"] == best_val]
+    assert min(best_tests) >= 0.99, best_tests
     run = run_cli("evaluate.py", "--ckpt", str(tmp_path / "best"), "--json")
     assert run.returncode == 0, run.stderr[-2000:]
     report = json.loads(run.stdout.strip().splitlines()[-1])
-    assert report["accuracy"] == pytest.approx(best["test_accuracy"], abs=1e-6)
+    assert any(report["accuracy"] == pytest.approx(t, abs=1e-6) for t in best_tests), (
+        report["accuracy"], best_tests)
