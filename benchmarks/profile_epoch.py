@@ -51,11 +51,11 @@ def main() -> int:
     args = parser.parse_args()
     n = args.steps * args.batch_size
     train, _ = data.split_validation(data.load("mnist").train, 5000)
-    config = training.TrainConfig(variant=args.preset, batch_size=args.batch_size,
+    config = training.TrainConfig(preset=args.preset, batch_size=args.batch_size,
                                   learning_rate=1e-3, schedule="constant", augment=False)
     state = training.create_train_state(config, args.steps)
     device_data = training.to_device(train.take(slice(0, n)))
-    plan = training.plan_epoch(training.epoch_key(0, 0), n, args.batch_size)
+    plan = training.plan_epoch(0, 0, n, args.batch_size)
     run, _ = training.compile_epoch("scan", state, device_data, plan, False)
     state, totals = run(state, plan, lambda _: None)  # warm up
     with tempfile.TemporaryDirectory() as trace_dir:

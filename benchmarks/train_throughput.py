@@ -85,16 +85,16 @@ class Result:
 def setup_ours(preset: str, train: data.Split, test: data.Split, steps: int,
                batch: int) -> Contender:
     n = steps * batch
-    config = training.TrainConfig(variant=preset, batch_size=batch, learning_rate=1e-3,
+    config = training.TrainConfig(preset=preset, batch_size=batch, learning_rate=1e-3,
                                   schedule="constant")
     state = training.create_train_state(config, steps)
     device_data = training.to_device(train.take(slice(0, n)))
-    plan = training.plan_epoch(training.epoch_key(0, 0), n, batch)
+    plan = training.plan_epoch(0, 0, n, batch)
     run, compile_seconds = training.compile_epoch("scan", state, device_data, plan, False)
 
     def run_pass(repeat: int) -> None:
         nonlocal state
-        state, totals = run(state, training.plan_epoch(training.epoch_key(0, repeat), n, batch),
+        state, totals = run(state, training.plan_epoch(0, repeat, n, batch),
                             None)
         jax.block_until_ready(totals)
 
@@ -124,7 +124,8 @@ def setup_flax_example(preset: str, train: data.Split, test: data.Split, steps: 
                        batch: int, textbook_model: bool = False) -> Contender:
     """Flax's examples/mnist/train.py loop, with this project's model for the preset or,
     with ``textbook_model``, the preset written as that example writes its CNN."""
-    module, _ = models.create_model(preset)
+    # The module our training uses (custom_grad), so that the loop alone differs.
+    module = models.LeNet(models.get_preset(preset), custom_grad=True)
     name = "Flax example loop, this project's model"
     if textbook_model:
         module = FlaxExampleLeNet(module.preset)

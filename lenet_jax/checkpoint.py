@@ -1,5 +1,6 @@
-"""Orbax checkpoints of a run: ``<run>/checkpoints`` (the last few epochs, for resume)
-and ``<run>/best`` (the epoch with the best selection accuracy).
+"""Orbax checkpoints of a run: one ``CheckpointManager`` in ``<run>/checkpoints`` keeps
+the latest epochs (for resume) and the epoch with the best selection accuracy, and
+``<run>/best`` links to that epoch.
 
 Each step holds three items: ``params``, ``opt_state`` and ``metadata`` (JSON: preset,
 data set, normalisation, metrics, config), so restoring needs nothing from outside.
@@ -15,97 +16,104 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as policies
 
 from lenet_jax import models
 
-LATEST_DIR = "checkpoints"
-BEST_DIR = "best"
+CHECKPOINTS_DIR = "checkpoints"
+BEST_LINK = "best"
 SELECTION_METRIC = "selection_accuracy"
+KEEP_LATEST = 3
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint path that cannot be restored; the message says why."""
 
 
-def _managers_options(best: bool, max_to_keep: int) -> ocp.CheckpointManagerOptions:
-    if best:
-        return ocp.CheckpointManagerOptions(
-            max_to_keep=1, best_fn=lambda m: m[SELECTION_METRIC], best_mode="max", create=True
-        )
-    return ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+def _options() -> ocp.CheckpointManagerOptions:
+    def selection(metrics: dict) -> float:
+        return metrics[SELECTION_METRIC]
+
+    return ocp.CheckpointManagerOptions(
+        best_fn=selection, best_mode="max", create=True,
+        preservation_policy=policies.AnyPreservationPolicy([
+            policies.LatestN(KEEP_LATEST), policies.BestN(get_metric_fn=selection, n=1)]),
+    )
 
 
 class RunCheckpoints:
-    """The two managers of one run directory."""
+    """The checkpoints of one run directory: the latest few epochs and the best."""
 
-    def __init__(self, run_dir: Path, max_to_keep: int = 3):
+    def __init__(self, run_dir: Path):
         self.run_dir = Path(run_dir).absolute()
-        self.latest = ocp.CheckpointManager(
-            self.run_dir / LATEST_DIR, options=_managers_options(False, max_to_keep)
-        )
-        self.best = ocp.CheckpointManager(
-            self.run_dir / BEST_DIR, options=_managers_options(True, max_to_keep)
-        )
+        self.manager = ocp.CheckpointManager(self.run_dir / CHECKPOINTS_DIR, options=_options())
 
     def save(self, epoch: int, params: Any, opt_state: Any, metadata: dict) -> None:
-        """Save epoch ``epoch`` to latest, and to best (which keeps only the best)."""
+        """Save epoch ``epoch``, wait until it is on disk, and point ``<run>/best`` at the
+        best epoch."""
         args = ocp.args.Composite(
             params=ocp.args.StandardSave(params),
             opt_state=ocp.args.StandardSave(opt_state),
             metadata=ocp.args.JsonSave(metadata),
         )
-        self.latest.save(epoch, args=args)
-        self.best.save(epoch, args=args, metrics={SELECTION_METRIC: metadata[SELECTION_METRIC]})
-
-    def wait_until_finished(self) -> None:
-        self.latest.wait_until_finished()
-        self.best.wait_until_finished()
+        self.manager.save(epoch, args=args,
+                          metrics={SELECTION_METRIC: metadata[SELECTION_METRIC]})
+        self.manager.wait_until_finished()
+        _link(self.run_dir / BEST_LINK, self.manager.directory / str(self.manager.best_step()))
 
     def latest_epoch(self) -> int | None:
-        return self.latest.latest_step()
+        return self.manager.latest_step()
 
-    def latest_metadata(self) -> dict:
-        """The metadata item of the latest complete epoch."""
-        epoch = self.latest.latest_step()
-        try:
-            restored = self.latest.restore(
-                epoch, args=ocp.args.Composite(metadata=ocp.args.JsonRestore())
-            )
-        except Exception as err:
-            raise CheckpointError(_unreadable(self.latest.directory, epoch, err)) from None
-        if not isinstance(restored.metadata, dict):
-            raise CheckpointError(f"{self.latest.directory}/{epoch}: metadata is missing")
-        return restored.metadata
+    def best_epoch(self) -> int | None:
+        return self.manager.best_step()
 
-    def restore_latest(
-        self, abstract_params: Any, abstract_opt_state: Any
-    ) -> tuple[Any, Any, dict]:
-        """(params, opt_state, metadata) of the latest complete epoch."""
-        epoch = self.latest.latest_step()
+    def restore_latest(self, abstract_params: Any = None,
+                       abstract_opt_state: Any = None) -> tuple[Any, Any, dict]:
+        """(params, opt_state, metadata) of the latest complete epoch; with no abstract
+        trees given, only the metadata is read (params and opt_state are None)."""
+        epoch = self.manager.latest_step()
         if epoch is None:
-            raise CheckpointError(f"no checkpoint to resume from in {self.latest.directory}")
-        try:
-            restored = self.latest.restore(
-                epoch,
-                args=ocp.args.Composite(
-                    params=ocp.args.StandardRestore(abstract_params),
-                    opt_state=ocp.args.StandardRestore(abstract_opt_state),
-                    metadata=ocp.args.JsonRestore(),
-                ),
-            )
-        except Exception as err:
-            raise CheckpointError(_unreadable(self.latest.directory, epoch, err)) from None
-        return restored.params, restored.opt_state, restored.metadata
+            raise CheckpointError(f"no checkpoint to resume from in {self.manager.directory}")
+        items = {"metadata": ocp.args.JsonRestore()}
+        if abstract_params is not None:
+            items |= {"params": ocp.args.StandardRestore(abstract_params),
+                      "opt_state": ocp.args.StandardRestore(abstract_opt_state)}
+        restored = _restore(self.manager, epoch, items)
+        return restored.get("params"), restored.get("opt_state"), restored["metadata"]
 
     def close(self) -> None:
-        self.wait_until_finished()
-        self.latest.close()
-        self.best.close()
+        self.manager.wait_until_finished()
+        self.manager.close()
 
 
-def _unreadable(directory: Path, step: int, err: Exception) -> str:
-    first_line = str(err).splitlines()[0] if str(err) else "unreadable"
-    return f"cannot restore {Path(directory) / str(step)}: {type(err).__name__}: {first_line}"
+def _restore(manager: ocp.CheckpointManager, step: int, items: dict) -> dict:
+    """The ``items`` of ``step``; any failure (truncated files, wrong shapes, garbage) is a
+    ``CheckpointError`` naming the step."""
+    try:
+        restored = manager.restore(step, args=ocp.args.Composite(**items))
+    except Exception as err:
+        first_line = str(err).splitlines()[0] if str(err) else "unreadable"
+        raise CheckpointError(f"cannot restore {Path(manager.directory) / str(step)}: "
+                              f"{type(err).__name__}: {first_line}") from None
+    if "metadata" in items and not isinstance(restored.get("metadata"), dict):
+        raise CheckpointError(f"{Path(manager.directory) / str(step)}: metadata is missing")
+    return dict(restored)
+
+
+def _link(link: Path, target: Path) -> None:
+    """Make ``link`` a relative symlink to ``target``, atomically; a real directory of
+    that name is left alone."""
+    if link.exists() and not link.is_symlink():
+        return
+    tmp = link.with_name(f".{link.name}-link-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(Path(os.path.relpath(target, link.parent)))
+    os.replace(tmp, link)
+
+
+def point_workdir_best(workdir: Path, run_dir: Path) -> None:
+    """``workdir/best`` -> this run's ``best``: the latest run's best epoch."""
+    _link(Path(workdir) / BEST_LINK, Path(run_dir) / BEST_LINK)
 
 
 def abstract_on_this_device(tree: Any) -> Any:
@@ -124,49 +132,43 @@ def abstract_params(preset_name: str) -> Any:
     return abstract_on_this_device(shapes)
 
 
-def _is_step_dir(path: Path) -> bool:
-    return path.name.isdigit() and (path / "metadata").is_dir()
-
-
 def resolve_step(path: str | os.PathLike) -> tuple[Path, int]:
-    """(manager directory, step) for a step dir, a manager dir (its latest step) or a
-    run dir (its latest epoch)."""
+    """(manager directory, step) for a step dir (``runs/best`` links to one), a manager
+    dir (its latest step) or a run dir (its latest epoch)."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint path {path} does not exist")
     if not path.is_dir():
         raise CheckpointError(f"checkpoint path {path} is not a directory")
-    if _is_step_dir(path):
+    path = path.resolve()
+    if path.name.isdigit() and (path / "metadata").is_dir():
         return path.parent, int(path.name)
-    for manager_dir in (path, path / LATEST_DIR):
-        steps = [int(p.name) for p in manager_dir.iterdir() if _is_step_dir(p)] if (
-            manager_dir.is_dir()
-        ) else []
-        if steps:
-            return manager_dir, max(steps)
+    for manager_dir in (path, path / CHECKPOINTS_DIR):
+        if manager_dir.is_dir() and (step := _latest_step(manager_dir)) is not None:
+            return manager_dir, step
     raise CheckpointError(
         f"{path} holds no lenet-jax checkpoint (expected runs/best, a run directory or a step)"
     )
 
 
+def _latest_step(manager_dir: Path) -> int | None:
+    manager = ocp.CheckpointManager(manager_dir)
+    try:
+        return manager.latest_step()
+    finally:
+        manager.close()
+
+
 def restore_for_inference(path: str | os.PathLike) -> tuple[Any, dict]:
     """(params, metadata) from a checkpoint path alone; see ``resolve_step``."""
     manager_dir, step = resolve_step(path)
-    manager = ocp.CheckpointManager(manager_dir.absolute())
+    manager = ocp.CheckpointManager(manager_dir)
     try:
-        metadata = manager.restore(step, args=ocp.args.Composite(metadata=ocp.args.JsonRestore()))
-        metadata = metadata.metadata
-        preset = metadata.get("preset") if isinstance(metadata, dict) else None
-        if preset not in models.PRESETS:
+        metadata = _restore(manager, step, {"metadata": ocp.args.JsonRestore()})["metadata"]
+        if metadata.get("preset") not in models.PRESETS:
             raise CheckpointError(f"{manager_dir / str(step)}: metadata names no known preset")
-        restored = manager.restore(
-            step,
-            args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract_params(preset))),
-        )
-    except CheckpointError:
-        raise
-    except Exception as err:  # truncated files, wrong shapes, garbage
-        raise CheckpointError(_unreadable(manager_dir, step, err)) from None
+        params = _restore(manager, step, {
+            "params": ocp.args.StandardRestore(abstract_params(metadata["preset"]))})["params"]
     finally:
         manager.close()
-    return restored.params, metadata
+    return params, metadata

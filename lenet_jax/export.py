@@ -26,7 +26,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from lenet_jax import checkpoint, models
+from lenet_jax import checkpoint, models, runtime
 
 ARTEFACT = "lenet.jax"
 PLATFORMS = ("cpu", "cuda")
@@ -85,8 +85,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="also write a TensorFlow SavedModel (needs TensorFlow)")
     args = parser.parse_args(argv)
     logging.getLogger("absl").setLevel(logging.ERROR)
+    runtime.enable_compilation_cache()
     try:
-        path = export_model(args.ckpt, args.out)
+        with runtime.phase("work"):
+            path = export_model(args.ckpt, args.out)
         print(f"wrote {path} and {Path(args.out) / 'metadata.json'}")
         if args.savedmodel:
             print(f"wrote {export_savedmodel(args.ckpt, args.out)}")

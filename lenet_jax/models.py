@@ -10,15 +10,29 @@ Haffner, "Gradient-based learning applied to document recognition" (Proc. IEEE,
 from __future__ import annotations
 
 import dataclasses
-import math
+import functools
+import typing
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from lenet_jax import ops
+
 MNIST_SIZE = 28  # side of the images every supported data set ships
+LAYERS = ("C1", "S2", "C3", "S4", "C5", "F6", "OUTPUT")  # the paper's names, every preset
+
+Fit = Literal["none", "pad", "resize"]  # how a 28x28 image becomes the input size
+Activation = Literal["scaled_tanh", "tanh", "relu", "sigmoid"]
+Pool = Literal["trainable", "avg", "max"]  # "trainable": the paper's subsampling units
+C3Wiring = Literal["paper_table", "full"]  # Table I's 60 connections, or all 96
+C5Kind = Literal["conv", "dense"]  # 120 maps of 5x5, or flatten then 120 units
+Head = Literal["rbf", "dense"]  # the paper's Euclidean RBF units, or a dense layer
+Init = Literal["paper", "flax"]  # Appendix A's uniform, or Flax's defaults
+Schedule = Literal["constant", "cosine"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,28 +42,42 @@ class Preset:
     name: str
     description: str
     input_size: int  # side of the square image the network takes
-    fit: str  # how a 28x28 image becomes input_size: "none" | "pad" | "resize"
+    fit: Fit
     mean: float  # normalised pixel = (pixel / 255 - mean) / std
     std: float
-    activation: str  # key of ACTIVATIONS
-    pool: str  # "trainable" (paper's subsampling) | "avg" | "max"
+    activation: Activation
+    pool: Pool
     c1_padding: int
-    c3: str  # "paper_table" (Table I, 60 connections) | "full"
-    c5: str  # "conv" (120 maps of 5x5) | "dense" (flatten, then 120 units)
+    c3: C3Wiring
+    c5: C5Kind
     c5_activation: bool
-    head: str  # "rbf" (paper's Euclidean RBF units) | "dense"
+    head: Head
     dropout: float = 0.0  # before the last layer, training only
-    init: str = "flax"  # "paper" (Appendix A) | "flax" (Flax defaults)
+    init: Init = "flax"
     rbf_logit_scale: float = 0.0  # logits = -scale * squared distance (rbf head)
     # The training recipe measured best for this row (train.py's --lr/--schedule override).
     learning_rate: float = 1e-3
-    schedule: str = "constant"
+    schedule: Schedule = "constant"
     augment: bool = False  # random affine distortions of the training images
+
+    def __post_init__(self) -> None:
+        for field, allowed in _literal_fields(Preset).items():
+            if getattr(self, field) not in allowed:
+                raise ValueError(f"preset {self.name!r}: {field}={getattr(self, field)!r} is "
+                                 f"not one of {', '.join(map(repr, allowed))}")
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
         """Shape of one preprocessed image, NHWC without the batch axis."""
         return (self.input_size, self.input_size, 1)
+
+
+@functools.cache
+def _literal_fields(cls: type) -> dict[str, tuple]:
+    """The fields of dataclass ``cls`` typed ``Literal[...]``, with their allowed values."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: typing.get_args(hints[f.name]) for f in dataclasses.fields(cls)
+            if typing.get_origin(hints[f.name]) is Literal}
 
 
 def _paper_normalisation(background: float = -0.1, foreground: float = 1.175) -> dict:
@@ -68,16 +96,9 @@ _PRESET_ROWS: tuple[Preset, ...] = (
         input_size=32, fit="pad", **_paper_normalisation(), activation="scaled_tanh",
         pool="trainable", c1_padding=0, c3="paper_table", c5="conv", c5_activation=True,
         head="rbf", rbf_logit_scale=0.05, learning_rate=3e-3, schedule="cosine", augment=True,
-        # Measured on MNIST, 2 epochs, batch 64, test accuracy after epochs 1/2 (2 cores):
-        #   Appendix A init U(+-2.4/Fi), scale 0.1, Adam 1e-3:  96.32 / 97.31
-        #   Flax init (lecun_normal), scale 0.1, Adam 1e-3:      97.21 / 98.02
-        #   scale 0.02 / 0.05 / 0.3 (Flax init, 1e-3):  96.73/97.78, 97.10/98.10, 96.59/97.63
-        #   random +-1 codes instead of the bitmaps (scale 0.1): 97.16 / 97.97
-        #   scale 0.05, Adam 2e-3 / 3e-3 with cosine decay:      97.63/98.21, 97.99/98.31
-        # Hence Flax init, the paper's bitmap codes, scale 0.05, Adam 3e-3 + cosine.
-        # init="paper" keeps Appendix A's initialisation available. Over 10 epochs that
-        # gave 98.95% (scale 0.02: 98.90, Adam 2e-3: 98.77); with the paper's distortions
-        # (Sec. V-B; --augment) 99.10%, and 98.61% after 2 epochs, so they are on.
+        # Flax init, the paper's bitmap codes, logit scale 0.05, Adam 3e-3 + cosine and the
+        # paper's distortions (Sec. V-B) measured best; the sweep behind each choice is in
+        # benchmarks/RESULTS.md ("original's recipe"). init="paper" keeps Appendix A's.
     ),
     Preset(
         name="tanh_avgpool",
@@ -130,7 +151,7 @@ def scaled_tanh(x: jax.Array) -> jax.Array:
     return 1.7159 * jnp.tanh(2.0 / 3.0 * x)
 
 
-ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+ACTIVATIONS: dict[Activation, Callable[[jax.Array], jax.Array]] = {
     "scaled_tanh": scaled_tanh,
     "tanh": jnp.tanh,
     "relu": nn.relu,
@@ -213,165 +234,44 @@ def paper_uniform(fan_in: int | np.ndarray) -> nn.initializers.Initializer:
     return init
 
 
-# Inside the network, feature maps are channel-major, (C, H, W, N): the batch is the
-# innermost, contiguous axis. On XLA:CPU that makes every activation, pooling window
-# and im2col copy a run of whole batch rows that vectorises, and turns each
-# convolution into one matrix product. Measured (scanned epoch, batch 64, 2 cores):
-# `original` 8,708 img/s in NHWC with XLA's convolutions, 19,438 channel-major with
-# im2col; `relu_maxpool` 10,463 -> 22,832 (benchmarks/RESULTS.md, with the steps).
-# Parameters keep Flax's shapes (HWIO kernels), so checkpoints do not depend on the layout.
-_CHWN = ("CHWN", "HWIO", "CHWN")
-
-# Every product in the network is float32 x float32 -> float32. On CPU that is XLA's
-# only choice anyway; on an Ampere/Hopper GPU XLA would otherwise take TF32 (a 10-bit
-# mantissa) for float32 matmuls and convolutions, and CPU and GPU runs would differ by
-# more than rounding. A LeNet step is bound by kernel launches, not FLOPs, on a GPU.
-MATMUL_PRECISION = jax.lax.Precision.HIGHEST
-
-
-def _matmul(a: jax.Array, b: jax.Array) -> jax.Array:
-    return jnp.matmul(a, b, precision=MATMUL_PRECISION)
-
-
-def _windows(x: jax.Array, k: int) -> jax.Array:
-    """(k*k, C, H', W', N): the k x k window offsets (i, j) of ``x``, row-major."""
-    c, h, w, n = x.shape
-    ho, wo = h - k + 1, w - k + 1
-    # Two stacks of k slices (along W, then H), not one of k*k: XLA:CPU fuses each into
-    # one copy, where a k*k stack became k*k slice copies plus a concatenation (the
-    # scanned epoch of `original` ran at 15,470 img/s that way, 17,631 this way).
-    columns = jnp.stack([x[:, :, j:j + wo, :] for j in range(k)])
-    return jnp.stack([columns[:, :, i:i + ho] for i in range(k)]).reshape(k * k, c, ho, wo, n)
-
-
-def _overlap_add(dwindows: jax.Array, shape: tuple[int, ...], k: int) -> jax.Array:
-    """The transpose of ``_windows``: each offset's gradient added back in place."""
-    _, h, w, _ = shape
-    ho, wo = h - k + 1, w - k + 1
-    # In-place slice updates: XLA:CPU fused a sum of k*k padded copies into its
-    # consumers and recomputed it per use (12,062 img/s for `original`, 15,470 like this).
-    dx = jnp.zeros(shape, dwindows.dtype)
-    for i in range(k):
-        for j in range(k):
-            dx = dx.at[:, i:i + ho, j:j + wo, :].add(dwindows[i * k + j])
-    return dx
-
-
-def _patches(x: jax.Array, k: int) -> jax.Array:
-    """The im2col matrix (k*k*C, H'*W'*N); rows ordered (i, j, c) like an HWIO kernel."""
-    return _windows(x, k).reshape(k * k * x.shape[0], -1)
-
-
-def _conv_and_patches(x: jax.Array, kernel: jax.Array) -> tuple[jax.Array, jax.Array]:
-    k, _, _, cout = kernel.shape
-    _, h, w, n = x.shape
-    patches = _patches(x, k)
-    y = _matmul(kernel.reshape(-1, cout).T, patches)
-    return y.reshape(cout, h - k + 1, w - k + 1, n), patches
-
-
-@jax.custom_vjp
-def _im2col_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    return _conv_and_patches(x, kernel)[0]
-
-
-def _im2col_fwd(x, kernel):
-    # Keeping the patches for the kernel gradient: 2-3% faster than rebuilding them
-    # (19,894 / 20,293 vs 19,455 / 19,681 img/s for `original`, two runs each).
-    # x is kept only for its shape, yet deriving the shape from dy instead measured
-    # 3-4% slower (19,256 / 18,843 vs 19,995 / 19,509 img/s), so it stays.
-    y, patches = _conv_and_patches(x, kernel)
-    return y, (x, kernel, patches)
-
-
-def _im2col_bwd(residuals, dy):
-    x, kernel, patches = residuals
-    k, _, cin, cout = kernel.shape
-    dy_rows = dy.reshape(cout, -1)
-    dkernel = _matmul(patches, dy_rows.T).reshape(kernel.shape)
-    dwindows = _matmul(kernel.reshape(-1, cout), dy_rows).reshape(k * k, cin, *dy.shape[1:])
-    return _overlap_add(dwindows, x.shape, k), dkernel
-
-
-_im2col_conv.defvjp(_im2col_fwd, _im2col_bwd)
-
-
-def _lax_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    return jax.lax.conv_general_dilated(x, kernel, (1, 1), "VALID", dimension_numbers=_CHWN,
-                                        precision=MATMUL_PRECISION)
-
-
-def conv2d(x: jax.Array, kernel: jax.Array, backend: str | None = None) -> jax.Array:
-    """VALID, stride-1 convolution of channel-major ``x`` (C, H, W, N) with an HWIO
-    kernel, giving (O, H', W', N); spelt per shape and backend (same function).
-
-    - A kernel that covers the whole input (C5 on 5x5 maps) is a dense layer: a matmul.
-    - On XLA:CPU, im2col and one matrix product, with the gradient written out
-      (XLA:CPU's own convolutions ran at a fraction of its matmul speed here).
-    - Elsewhere (GPU), XLA's convolution, which picks the cuDNN layout itself.
-    """
-    k, kw, cin, cout = kernel.shape
-    if k != kw:
-        raise ValueError(f"conv2d takes square kernels, got {k}x{kw}")
-    if x.shape[1:3] == (k, k):
-        flat = x.transpose(1, 2, 0, 3).reshape(k * k * cin, x.shape[3])  # rows (i, j, c)
-        return _matmul(kernel.reshape(-1, cout).T, flat).reshape(cout, 1, 1, x.shape[3])
-    if (backend or jax.default_backend()) == "cpu":
-        return _im2col_conv(x, kernel)
-    return _lax_conv(x, kernel)
-
-
-def _per_map(v: jax.Array) -> jax.Array:
-    """A per-map vector broadcast over channel-major (C, H, W, N) maps."""
-    return v[:, None, None, None]
-
-
 class Conv(nn.Module):
-    """k x k convolution with zero padding ``padding`` on channel-major maps
-    (same parameters as ``nn.Conv``)."""
+    """k x k convolution with zero padding ``padding`` (the parameters of ``nn.Conv``)."""
 
     features: int
     kernel_size: int = 5
     padding: int = 0
     kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
     bias_init: nn.initializers.Initializer = nn.initializers.zeros
+    custom_grad: bool = False  # see ops.conv2d
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         k = self.kernel_size
-        kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[0], self.features))
+        kernel = self.param("kernel", self.kernel_init, (k, k, ops.num_maps(x), self.features))
         bias = self.param("bias", self.bias_init, (self.features,))
-        if self.padding:
-            pad = self.padding
-            x = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-        return conv2d(x, kernel) + _per_map(bias)
+        return ops.conv2d(ops.pad(x, self.padding), kernel, self.custom_grad) + ops.per_map(bias)
 
 
 class Subsample(nn.Module):
-    """2x2 stride-2 pooling of channel-major maps; ``trainable`` is the paper's S2/S4 unit.
+    """2x2 stride-2 pooling; ``trainable`` is the paper's S2/S4 unit: it sums its four
+    inputs, multiplies by a per-map coefficient and adds a per-map bias."""
 
-    A trainable unit sums its four inputs, multiplies by a per-map coefficient and
-    adds a per-map bias (2 parameters per map).
-    """
-
-    kind: str
+    kind: Pool
     paper_init: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        maps, height, width, n = x.shape
-        windows = x.reshape(maps, height // 2, 2, width // 2, 2, n)  # even sides only
         if self.kind == "max":
-            return windows.max(axis=(2, 4))
+            return ops.pool2x2(x, "max")
         if self.kind == "avg":
-            return windows.mean(axis=(2, 4))
+            return ops.pool2x2(x, "mean")
         if self.paper_init:  # fan-in of a subsampling unit is its 4 inputs
             coefficient_init = bias_init = paper_uniform(4)
         else:  # start as plain average pooling
             coefficient_init, bias_init = nn.initializers.constant(0.25), nn.initializers.zeros
-        coefficient = self.param("coefficient", coefficient_init, (maps,))
-        bias = self.param("bias", bias_init, (maps,))
-        return windows.sum(axis=(2, 4)) * _per_map(coefficient) + _per_map(bias)
+        coefficient = self.param("coefficient", coefficient_init, (ops.num_maps(x),))
+        bias = self.param("bias", bias_init, (ops.num_maps(x),))
+        return ops.pool2x2(x, "sum") * ops.per_map(coefficient) + ops.per_map(bias)
 
 
 class PartialConv(nn.Module):
@@ -385,6 +285,7 @@ class PartialConv(nn.Module):
     in_maps: int
     kernel: int = 5
     paper_init: bool = False
+    custom_grad: bool = False  # see ops.conv2d
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -402,7 +303,7 @@ class PartialConv(nn.Module):
         bias = self.param("bias", bias_init, (len(self.table),))
         full_kernel = jnp.zeros((k, k, self.in_maps, len(self.table)), x.dtype)
         full_kernel = full_kernel.at[:, :, in_index, out_index].set(weights)
-        return conv2d(x, full_kernel) + _per_map(bias)
+        return ops.conv2d(x, full_kernel, self.custom_grad) + ops.per_map(bias)
 
 
 class RBFOutput(nn.Module):
@@ -425,53 +326,47 @@ class RBFOutput(nn.Module):
 class LeNet(nn.Module):
     """A LeNet-5 variant; ``__call__`` maps (N, S, S, 1) preprocessed images to (N, 10) logits.
 
-    The convolutional part runs on channel-major maps (C, H, W, N), see ``conv2d``;
-    F6 and OUTPUT are batch-major as usual.
+    ``custom_grad`` selects the convolutions' hand-written gradient (training on CPU);
+    the default model supports every JAX transformation (see ``ops.conv2d``).
     """
 
     preset: Preset
+    custom_grad: bool = False
 
     @nn.compact
     def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
         p = self.preset
-        if images.shape[1:] != p.input_shape:
-            shape = ", ".join(map(str, p.input_shape))
-            raise ValueError(
-                f"preset {p.name!r} takes images of shape (N, {shape}),"
-                f" got {tuple(images.shape)}; use lenet_jax.preprocess first"
-            )
+        _check_input_shape(images, p)
         act = ACTIVATIONS[p.activation]
         paper = p.init == "paper"
         # A trainable subsampling unit is a neuron, so it has its own squashing.
         pool_act = act if p.pool == "trainable" else (lambda v: v)
 
+        def init(fan_in: int) -> dict:
+            if not paper:
+                return {}
+            return {"kernel_init": paper_uniform(fan_in), "bias_init": paper_uniform(fan_in)}
+
         def conv(features: int, fan_in: int, name: str, padding: int = 0) -> Conv:
-            extra = {}
-            if paper:
-                extra = {"kernel_init": paper_uniform(fan_in), "bias_init": paper_uniform(fan_in)}
-            return Conv(features, padding=padding, name=name, **extra)
+            return Conv(features, padding=padding, custom_grad=self.custom_grad, name=name,
+                        **init(fan_in))
 
         def dense(features: int, fan_in: int, name: str) -> nn.Dense:
-            extra = {}
-            if paper:
-                extra = {"kernel_init": paper_uniform(fan_in), "bias_init": paper_uniform(fan_in)}
-            return nn.Dense(features, name=name, precision=MATMUL_PRECISION, **extra)
+            return nn.Dense(features, name=name, precision=ops.MATMUL_PRECISION, **init(fan_in))
 
-        # NHWC <-> channel-major (C, H, W, N) is the same swap of axes 0 and 3.
-        to_channel_major = to_batch_major = (3, 1, 2, 0)
-        x = act(conv(6, 25, "C1", p.c1_padding)(images.transpose(to_channel_major)))
+        x = act(conv(6, 25, "C1", p.c1_padding)(ops.to_maps(images)))
         x = pool_act(Subsample(p.pool, paper, name="S2")(x))
         if p.c3 == "paper_table":
-            x = PartialConv(C3_TABLE, in_maps=6, paper_init=paper, name="C3")(x)
+            x = PartialConv(C3_TABLE, in_maps=6, paper_init=paper, custom_grad=self.custom_grad,
+                            name="C3")(x)
         else:
             x = conv(16, 6 * 25, "C3")(x)
-        x = act(x)
-        x = pool_act(Subsample(p.pool, paper, name="S4")(x))
+        x = pool_act(Subsample(p.pool, paper, name="S4")(act(x)))
         if p.c5 == "conv":
-            x = conv(120, 16 * 25, "C5")(x).reshape(120, -1).T
-        else:  # flattened in NHWC order (H, W, C), as the tutorials' nets flatten
-            x = x.transpose(to_batch_major)
-            x = dense(120, math.prod(x.shape[1:]), "C5")(x.reshape(x.shape[0], -1))
+            x = ops.flatten(conv(120, 16 * 25, "C5")(x))
+        else:
+            x = ops.flatten(x)
+            x = dense(120, x.shape[1], "C5")(x)
         if p.c5_activation:
             x = act(x)
         x = act(dense(84, 120, "F6")(x))
@@ -480,6 +375,15 @@ class LeNet(nn.Module):
         if p.head == "rbf":
             return RBFOutput(p.rbf_logit_scale, name="OUTPUT")(x)
         return dense(10, 84, "OUTPUT")(x)
+
+
+def _check_input_shape(images: jax.Array, preset: Preset) -> None:
+    if images.shape[1:] != preset.input_shape:
+        shape = ", ".join(map(str, preset.input_shape))
+        raise ValueError(
+            f"preset {preset.name!r} takes images of shape (N, {shape}),"
+            f" got {tuple(images.shape)}; use lenet_jax.preprocess first"
+        )
 
 
 def create_model(name: str) -> tuple[LeNet, tuple[int, int, int]]:
@@ -492,7 +396,12 @@ def create_model(name: str) -> tuple[LeNet, tuple[int, int, int]]:
 
 
 def init_params(module: LeNet, key: jax.Array) -> dict:
-    """Fresh parameters for ``module``, from ``key`` alone."""
+    """Fresh parameters for ``module``, from ``key`` alone (one compiled call)."""
+    return _init_params(module, key)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _init_params(module: LeNet, key: jax.Array) -> dict:
     dummy = jnp.zeros((1, *module.preset.input_shape), jnp.float32)
     return module.init(key, dummy)["params"]
 
@@ -523,11 +432,30 @@ def preprocess(images: jax.Array, preset: Preset) -> jax.Array:
     return (x - preset.mean) / preset.std
 
 
-def summary(name: str, batch_size: int = 1) -> str:
-    """A per-layer table of output shapes and parameter counts (Flax's ``tabulate``).
-
-    C1 to S4 show channel-major shapes (C, H, W, N): the layout they compute in.
-    """
+def layer_shapes(name: str, batch_size: int = 1) -> dict[str, tuple[int, ...]]:
+    """Each layer's output shape, feature maps as (N, H, W, C), computed without FLOPs."""
     module, input_shape = create_model(name)
-    dummy = jnp.zeros((batch_size, *input_shape), jnp.float32)
-    return module.tabulate(jax.random.key(0), dummy, depth=1, console_kwargs={"width": 120})
+    images = jax.ShapeDtypeStruct((batch_size, *input_shape), jnp.float32)
+    variables = jax.eval_shape(module.init, jax.random.key(0), images)
+    _, state = jax.eval_shape(
+        functools.partial(module.apply, capture_intermediates=True, mutable=["intermediates"]),
+        variables, images)
+    shapes = {layer: state["intermediates"][layer]["__call__"][0].shape for layer in LAYERS}
+    return {layer: ops.maps_shape(shape) if len(shape) == 4 else shape
+            for layer, shape in shapes.items()}
+
+
+def summary(name: str, batch_size: int = 1) -> str:
+    """A per-layer table: output shape (N, H, W, C) and trainable parameters."""
+    module, input_shape = create_model(name)
+    params = jax.eval_shape(lambda key: init_params(module, key), jax.random.key(0))
+    rows = [("input", str((batch_size, *input_shape)), "")]
+    for layer, shape in layer_shapes(name, batch_size).items():
+        count = count_params(params.get(layer, {}))
+        rows.append((layer, str(shape), f"{count:,}" if count else ""))
+    rows.append(("total", "", f"{count_params(params):,}"))
+    width = max(len(r[1]) for r in rows) + 2
+    lines = [f"LeNet preset {name!r}: {module.preset.description}",
+             f"{'layer':8s}{'output shape':{width}s}{'parameters':>10s}"]
+    lines += [f"{layer:8s}{shape:{width}s}{count:>10s}" for layer, shape, count in rows]
+    return "\n".join(lines)

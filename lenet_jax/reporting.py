@@ -4,12 +4,8 @@ event files, and a PNG of the curves at the end."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
-
-import matplotlib
-
-matplotlib.use("Agg")  # files only; no display needed
-import matplotlib.pyplot as plt  # noqa: E402
 
 METRICS_FILE = "metrics.jsonl"
 CURVES_FILE = "curves.png"
@@ -31,10 +27,7 @@ class MetricsLog:
         self.path = self.run_dir / METRICS_FILE
         self.records = [r for r in read_metrics(self.run_dir) if r["epoch"] <= resume_epoch]
         self.path.write_text("".join(json.dumps(r) + "\n" for r in self.records))
-        # Imported here, so that importing the training code needs no TensorBoard writer.
-        from tensorboardX import SummaryWriter
-
-        self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+        self.writer = _summary_writer(self.run_dir / "tensorboard")
 
     def append(self, record: dict) -> None:
         self.records.append(record)
@@ -46,14 +39,19 @@ class MetricsLog:
         self.writer.flush()
 
     def close(self) -> None:
+        """Draw the curves and close the TensorBoard file."""
+        self.plot()
         self.writer.close()
 
     def plot(self) -> Path | None:
         """Loss and accuracy per epoch, saved as ``curves.png``."""
         if not self.records:
             return None
+        from matplotlib.figure import Figure  # not pyplot: files only, and quicker to import
+
         epochs = [r["epoch"] for r in self.records]
-        fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
+        fig = Figure(figsize=(10, 4))
+        loss_ax, acc_ax = fig.subplots(1, 2)
         for key, label in (("train_loss", "train"), ("val_loss", "validation"),
                            ("test_loss", "test")):
             if key in self.records[0]:
@@ -70,5 +68,19 @@ class MetricsLog:
         fig.tight_layout()
         path = self.run_dir / CURVES_FILE
         fig.savefig(path, dpi=100)
-        plt.close(fig)
         return path
+
+
+def _summary_writer(log_dir: Path):
+    """A tensorboardX writer. Imported here, so that the training code imports without
+    it; and with torch hidden, which tensorboardX imports when present (1.5 s) only to
+    accept torch tensors, where we log floats."""
+    hide_torch = "torch" not in sys.modules
+    if hide_torch:
+        sys.modules["torch"] = None  # an import of it raises ImportError
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        if hide_torch:
+            del sys.modules["torch"]
+    return SummaryWriter(str(log_dir))

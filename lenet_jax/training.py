@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -28,36 +27,10 @@ from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
 from lenet_jax import checkpoint, models
+from lenet_jax.config import ConfigError, TrainConfig, flag
 from lenet_jax.data import Dataset, Split, split_validation
 from lenet_jax.reporting import MetricsLog
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    variant: str = "original"
-    dataset: str = "mnist"
-    epochs: int = 10
-    batch_size: int = 64
-    # None: the preset's recipe (see ``resolved``).
-    learning_rate: float | None = None
-    schedule: str | None = None  # "constant" | "cosine" (warmup, then decay to 0)
-    warmup_epochs: float = 0.0
-    seed: int = 0
-    val_size: int = 5000  # held out from the end of train; 0 selects on test
-    augment: bool | None = None  # random affine distortions on device
-    train_limit: int = 0  # use only the first N training images (quick trials); 0: all
-    devices: int = 0  # data-parallel over this many devices; 0: all visible
-    loop: str = "auto"  # "scan" (epoch = one call) | "step" (one call per batch) | "auto"
-
-    def resolved(self) -> TrainConfig:
-        """This config with the preset's recipe filled in where a field is None."""
-        preset = models.get_preset(self.variant)
-        return dataclasses.replace(
-            self,
-            learning_rate=self.learning_rate or preset.learning_rate,
-            schedule=self.schedule or preset.schedule,
-            augment=preset.augment if self.augment is None else self.augment,
-        )
+from lenet_jax.runtime import phase
 
 
 class TrainState(train_state.TrainState):
@@ -72,26 +45,16 @@ class TrainingDivergedError(RuntimeError):
         self.step, self.epoch = step, epoch
 
 
-# Measured on 2 CPU cores, batch 64, 55,000 images, one epoch (train.py --loop ...):
-# scan 17,377 img/s vs per-step 13,885 (original), 21,253 vs 9,612 (relu_maxpool).
-# On a GPU the scan also removes one dispatch per batch.
-AUTO_LOOP = {"cpu": "scan", "gpu": "scan", "cuda": "scan", "rocm": "scan", "tpu": "scan"}
-
-
-def resolve_loop(loop: str, backend: str | None = None) -> str:
-    """The loop strategy for ``loop`` on ``backend``: "auto" picks the measured faster."""
-    if loop != "auto":
-        return loop
-    return AUTO_LOOP.get(backend or jax.default_backend(), "scan")
-
-
-def make_mesh(devices: int = 0) -> Mesh | None:
+def make_mesh(devices: int = 0, batch_size: int = 0) -> Mesh | None:
     """A 1-D mesh ("data") over the first ``devices`` devices (0: all of them, over
-    every host); None when that is a single device, so nothing is sharded."""
+    every host); None when that is a single device, so nothing is sharded. The global
+    ``batch_size`` must divide over them."""
     available = jax.devices()
     count = devices or len(available)
     if count > len(available):
-        raise ValueError(f"asked for {count} devices, {len(available)} visible")
+        raise ConfigError(f"--devices {count}: only {len(available)} visible")
+    if batch_size % count:
+        raise ConfigError(f"--batch-size {batch_size} does not divide over {count} devices")
     if count == 1:
         return None
     return Mesh(np.asarray(available[:count]), ("data",))
@@ -116,21 +79,46 @@ def make_optimizer(config: TrainConfig, num_steps_per_epoch: int) -> optax.Gradi
     """Adam with a constant rate, or linear warmup then cosine decay to 0 at the end."""
     config = config.resolved()
     if config.schedule == "cosine":
-        total = config.epochs * num_steps_per_epoch
-        warmup = int(config.warmup_epochs * num_steps_per_epoch)
-        rate = optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, warmup, total)
-        return optax.adam(rate)
-    return optax.adam(config.learning_rate)
+        return _adam(config.learning_rate, config.epochs * num_steps_per_epoch,
+                     int(config.warmup_epochs * num_steps_per_epoch))
+    return _adam(config.learning_rate)
+
+
+# One object per recipe: train states built alike have equal static parts, so the
+# compiled epoch is reused instead of traced and compiled again.
+@functools.cache
+def _adam(learning_rate: float, cosine_steps: int = 0,
+          warmup_steps: int = 0) -> optax.GradientTransformation:
+    if cosine_steps:
+        return optax.adam(optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup_steps,
+                                                             cosine_steps))
+    return optax.adam(learning_rate)
+
+
+@functools.cache
+def training_module(preset: str) -> models.LeNet:
+    """The model training uses: the convolutions' hand-written gradient (``ops.conv2d``)."""
+    return models.LeNet(models.get_preset(preset), custom_grad=True)
 
 
 def create_train_state(config: TrainConfig, num_steps_per_epoch: int) -> TrainState:
-    module, _ = models.create_model(config.variant)
-    init_key, _ = jax.random.split(jax.random.key(config.seed))
-    params = models.init_params(module, init_key)
-    return TrainState.create(
-        apply_fn=module.apply, params=params, tx=make_optimizer(config, num_steps_per_epoch),
-        module=module,
-    )
+    """Fresh parameters (``models.init_params``'s, from ``config.seed``) and optimiser
+    state, in compiled calls."""
+    module = training_module(config.preset)
+    params = models.init_params(models.LeNet(module.preset), _init_key(config.seed))
+    return _with_optimizer(module, make_optimizer(config, num_steps_per_epoch), params)
+
+
+@jax.jit
+def _init_key(seed: jax.Array) -> jax.Array:
+    init_key, _ = jax.random.split(jax.random.key(seed))
+    return init_key
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _with_optimizer(module: models.LeNet, tx: optax.GradientTransformation,
+                    params: Any) -> TrainState:
+    return TrainState.create(apply_fn=module.apply, params=params, tx=tx, module=module)
 
 
 def epoch_key(seed: int, epoch: int) -> jax.Array:
@@ -156,26 +144,33 @@ class EpochPlan:
 
 
 def plan_epoch(
-    key: jax.Array, num_examples: int, batch_size: int, mesh: Mesh | None = None
+    seed: int, epoch: int, num_examples: int, batch_size: int, mesh: Mesh | None = None
 ) -> EpochPlan:
-    if mesh is not None:
-        if batch_size % mesh.size:
-            raise ValueError(f"batch size {batch_size} does not divide over {mesh.size} devices")
-        plan = jax.jit(_plan, static_argnums=(1, 2), out_shardings=NamedSharding(mesh, P()))(
-            key, num_examples, batch_size
-        )
-        return plan.replace(batch_sharding=NamedSharding(mesh, P("data")))
-    return _plan(key, num_examples, batch_size)
+    """Epoch ``epoch``'s plan (0-based), a function of (seed, epoch) alone; one compiled
+    call, replicated over ``mesh``."""
+    sharding = NamedSharding(mesh, P()) if mesh is not None else None
+    plan = _plan(seed, epoch, num_examples, batch_size, sharding)
+    if mesh is None:
+        return plan
+    return plan.replace(batch_sharding=NamedSharding(mesh, P("data")))
 
 
-def _plan(key: jax.Array, num_examples: int, batch_size: int) -> EpochPlan:
+@functools.partial(jax.jit, static_argnums=(2, 3, 4))
+def _plan(seed: jax.Array, epoch: jax.Array, num_examples: int, batch_size: int,
+          sharding: NamedSharding | None) -> EpochPlan:
+    key = epoch_key(seed, epoch)
+    if sharding is not None:
+        key = jax.lax.with_sharding_constraint(key, sharding)
     order_key, step_key = jax.random.split(key)
     steps = steps_per_epoch(num_examples, batch_size)
     order = jax.random.permutation(order_key, num_examples).astype(jnp.int32)
     padding = steps * batch_size - num_examples
     indices = jnp.concatenate([order, jnp.zeros((padding,), jnp.int32)])
     mask = jnp.arange(steps * batch_size) < num_examples
-    return EpochPlan(indices.reshape(steps, batch_size), mask.reshape(steps, batch_size), step_key)
+    plan = EpochPlan(indices.reshape(steps, batch_size), mask.reshape(steps, batch_size), step_key)
+    if sharding is not None:
+        plan = jax.lax.with_sharding_constraint(plan, sharding)
+    return plan
 
 
 def random_affine(key: jax.Array, images: jax.Array) -> jax.Array:
@@ -256,11 +251,10 @@ def train_step(
     return state, totals
 
 
-# XLA:CPU's fusion emitters (its default) vectorise the channel-major network's
-# elementwise fusions: the scanned epoch of `original` ran at 11,715 img/s without them
-# and 17,631 with them. They fuse Adam's update differently inside a loop body than in a
-# lone step, so a scanned epoch and the same steps jit'd one by one agree to float32
-# rounding, not bit for bit (a rerun or a resume of the same loop is bit-identical).
+# XLA:CPU's fusion emitters vectorise the channel-major elementwise fusions (worth half
+# the throughput, benchmarks/RESULTS.md). They fuse Adam's update differently in a loop
+# body than in a lone step, so the scan and step loops agree to float32 rounding, not bit
+# for bit; a rerun or a resume of the same loop is bit-identical.
 COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": True}  # stated, not left to a default
 
 
@@ -302,18 +296,8 @@ def _drive(
     return carry
 
 
-def run_epoch(
-    state: TrainState, data: tuple[jax.Array, jax.Array], plan: EpochPlan, loop: str,
-    augment: bool = False, on_step: Callable[[int], None] | None = None,
-) -> tuple[TrainState, dict]:
-    """One epoch with the ``loop`` strategy ("scan" or "step"), compiled on first use."""
-    return _drive(loop, lambda s, p: train_epoch_scan(s, data, p, augment),
-                  lambda c, i, p: train_step_jit(c, i, data, p, augment), state, plan, on_step)
-
-
-# Images per chunk when predicting. On 2 CPU cores the 10,000 MNIST test images took
-# (`original`, s) 0.141 / 0.135 / 0.167 / 0.193 / 0.355 in chunks of 64 / 128 / 256 /
-# 500 / 1,000: larger chunks' im2col matrices outgrow the caches.
+# Images per chunk when predicting: on CPU larger chunks' im2col matrices outgrow the
+# caches (the sweep: benchmarks/RESULTS.md).
 EVAL_BATCH_SIZE = {"cpu": 128}
 
 
@@ -336,13 +320,18 @@ def predict_logits(
 
 
 def evaluate(module: models.LeNet, params: Any, split: Split | tuple) -> dict[str, float]:
-    """Mean cross-entropy and accuracy over a whole split."""
+    """Mean cross-entropy and accuracy over a whole split, in one compiled call."""
     images, labels = split if isinstance(split, tuple) else (split.images, split.labels)
-    logits = predict_logits(module, params, jnp.asarray(images))
-    labels = jnp.asarray(labels)
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-    accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
+    loss, accuracy = _loss_and_accuracy(module, params, jnp.asarray(images), jnp.asarray(labels))
     return {"loss": float(loss), "accuracy": float(accuracy)}
+
+
+@functools.partial(jax.jit, static_argnames="module")
+def _loss_and_accuracy(module: models.LeNet, params: Any, images: jax.Array,
+                       labels: jax.Array) -> tuple[jax.Array, jax.Array]:
+    logits = predict_logits(module, params, images)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    return loss, jnp.mean(jnp.argmax(logits, -1) == labels)
 
 
 def to_device(split: Split, mesh: Mesh | None = None) -> tuple[jax.Array, jax.Array]:
@@ -352,11 +341,16 @@ def to_device(split: Split, mesh: Mesh | None = None) -> tuple[jax.Array, jax.Ar
     return replicated(mesh, (split.images, split.labels.astype(np.int32)))
 
 
+EpochRunner = Callable[[TrainState, EpochPlan, Callable[[int], None] | None],
+                       tuple[TrainState, dict]]
+
+
 def compile_epoch(
     loop: str, state: TrainState, data: tuple[jax.Array, jax.Array], plan: EpochPlan,
     augment: bool,
-) -> tuple[Callable[..., tuple[TrainState, dict]], float]:
-    """Compile the epoch ahead of time: (run(state, plan, on_step), compile seconds)."""
+) -> tuple[EpochRunner, float]:
+    """Compile the epoch ahead of time: (run(state, plan, on_step), compile seconds).
+    ``loop`` is "scan" (the epoch is one call) or "step" (one call per batch)."""
     start = time.perf_counter()
     if loop == "scan":
         compiled = train_epoch_scan.lower(state, data, plan, augment).compile()
@@ -370,138 +364,180 @@ def compile_epoch(
 
 
 # Config fields that change the trajectory: a resumed run must keep them.
-_RESUME_INVARIANT = ("variant", "dataset", "batch_size", "learning_rate", "schedule",
-                     "warmup_epochs", "seed", "val_size", "augment", "train_limit")
+_RESUME_INVARIANT = ("preset", "dataset", "batch_size", "learning_rate", "schedule",
+                     "warmup_epochs", "seed", "val_size", "augment", "limit_train")
+_FORMER_NAMES = {"preset": "variant", "limit_train": "train_limit"}  # in older checkpoints
 
 
 def _check_resumable(saved: dict, config: TrainConfig) -> None:
     saved_config = saved.get("config", {})
     fields = _RESUME_INVARIANT + (("epochs",) if config.schedule == "cosine" else ())
     for field in fields:
-        if saved_config.get(field) != getattr(config, field):
+        saved_value = saved_config.get(field, saved_config.get(_FORMER_NAMES.get(field, "")))
+        if saved_value != getattr(config, field):
             raise checkpoint.CheckpointError(
-                f"cannot resume: the run was trained with {field}={saved_config.get(field)!r},"
+                f"cannot resume: the run was trained with {flag(field)[2:]}={saved_value!r},"
                 f" this command asks for {getattr(config, field)!r}"
             )
 
 
-def point_best_link(workdir: Path, run_dir: Path) -> None:
-    """Make ``workdir/best`` a symlink to this run's best checkpoints (atomically);
-    a real directory of that name is left alone."""
-    link = workdir / checkpoint.BEST_DIR
-    if link.exists() and not link.is_symlink():
-        return
-    tmp = workdir / f".best-link-{os.getpid()}"
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(Path(os.path.relpath(run_dir / checkpoint.BEST_DIR, workdir)))
-    os.replace(tmp, link)
+@dataclasses.dataclass
+class _Run:
+    """What a training run works with, set up once: its settings, devices, data on the
+    device(s) and checkpoints."""
+
+    config: TrainConfig
+    dataset: Dataset
+    run_dir: Path
+    mesh: Mesh | None
+    num_train: int
+    train: tuple[jax.Array, jax.Array]
+    val: tuple[jax.Array, jax.Array] | None
+    test: tuple[jax.Array, jax.Array]
+    checkpoints: checkpoint.RunCheckpoints
+
+    def plan(self, epoch: int) -> EpochPlan:
+        return plan_epoch(self.config.seed, epoch, self.num_train, self.config.batch_size,
+                          self.mesh)
+
+
+def _set_up(config: TrainConfig, dataset: Dataset, run_dir: Path,
+            log: Callable[[str], None]) -> _Run:
+    if problem := config.problem():
+        raise ConfigError(problem)
+    config = config.resolved()
+    mesh = make_mesh(config.devices, config.batch_size)
+    train, val = split_validation(dataset.train, config.val_size)
+    if config.limit_train:
+        train = train.take(slice(0, config.limit_train))
+    if val is None:
+        log("warning: --val-size 0 selects runs/best on the test set (as the tutorials do);"
+            " its test accuracy is then an optimistic estimate")
+    return _Run(config, dataset, run_dir, mesh, len(train), to_device(train, mesh),
+                to_device(val, mesh) if val is not None else None, to_device(dataset.test, mesh),
+                checkpoint.RunCheckpoints(run_dir))
+
+
+def _initial_state(run: _Run, resume: bool, log: Callable[[str], None]) -> tuple[TrainState, int]:
+    """A fresh train state, or with ``resume`` the latest checkpoint's; and its epoch."""
+    config = run.config
+    state = create_train_state(config, steps_per_epoch(run.num_train, config.batch_size))
+    if not resume or run.checkpoints.latest_epoch() is None:
+        return replicated(run.mesh, state), 0
+    _check_resumable(run.checkpoints.restore_latest()[2], config)
+    params, opt_state, saved = run.checkpoints.restore_latest(
+        checkpoint.abstract_on_this_device(state.params),
+        checkpoint.abstract_on_this_device(state.opt_state),
+    )
+    state = state.replace(params=params, opt_state=opt_state, step=saved["step"])
+    log(f"resuming {run.run_dir} after epoch {saved['epoch']}")
+    return replicated(run.mesh, state), saved["epoch"]
+
+
+def _train_epoch(run: _Run, run_epoch: EpochRunner, state: TrainState, epoch: int,
+                 on_step: Callable[[int], None]) -> tuple[TrainState, dict]:
+    """Epoch ``epoch`` (0-based); the record of its training metrics."""
+    start = time.perf_counter()
+    state, totals = run_epoch(state, run.plan(epoch), on_step)
+    totals = jax.device_get(totals)  # the epoch's only host sync
+    seconds = time.perf_counter() - start
+    if totals["first_bad_step"] >= 0 or not np.isfinite(totals["loss_sum"]):
+        raise TrainingDivergedError(int(totals["first_bad_step"]), epoch + 1)
+    return state, {
+        "epoch": epoch + 1,
+        "step": int(state.step),
+        "train_loss": float(totals["loss_sum"] / totals["count"]),
+        "train_accuracy": float(totals["correct"] / totals["count"]),
+        "images_per_second": run.num_train / seconds,
+        "epoch_seconds": seconds,
+    }
+
+
+def _evaluate_splits(run: _Run, state: TrainState) -> dict:
+    """Validation (if held out) and test metrics, and the one that selects runs/best."""
+    record = {}
+    if run.val is not None:
+        val = evaluate(state.module, state.params, run.val)
+        record |= {"val_loss": val["loss"], "val_accuracy": val["accuracy"]}
+    test = evaluate(state.module, state.params, run.test)
+    return record | {"test_loss": test["loss"], "test_accuracy": test["accuracy"]}
+
+
+def _metadata(run: _Run, record: dict) -> dict:
+    """What a checkpoint carries so that it restores and evaluates on its own."""
+    preset = models.get_preset(run.config.preset)
+    selection_split = "validation" if run.val is not None else "test"
+    return {
+        "preset": preset.name,
+        "dataset": run.dataset.name,
+        "class_names": list(run.dataset.class_names),
+        "input_shape": list(preset.input_shape),
+        "normalisation": {"mean": preset.mean, "std": preset.std, "fit": preset.fit},
+        "epoch": record["epoch"],
+        "step": record["step"],
+        "config": dataclasses.asdict(run.config),
+        "loop": run.config.loop,
+        "metrics": record,
+        "selection_split": selection_split,
+        checkpoint.SELECTION_METRIC: record["val_accuracy" if run.val is not None
+                                            else "test_accuracy"],
+    }
+
+
+def _describe(run: _Run, compile_seconds: float) -> str:
+    c, val = run.config, run.val
+    return (f"{c.preset} on {run.dataset.name}: {run.num_train} train / "
+            f"{len(val[1]) if val is not None else 0} validation / {len(run.dataset.test)} "
+            f"test, batch {c.batch_size}, Adam {c.learning_rate:g} {c.schedule}"
+            f"{', distortions' if c.augment else ''}, loop '{c.loop}' on "
+            f"{jax.default_backend()} x{run.mesh.size if run.mesh else 1}, compiled in "
+            f"{compile_seconds:.1f}s")
+
+
+def _epoch_line(record: dict, epochs: int) -> str:
+    val = f"val {100 * record['val_accuracy']:.2f}%  " if "val_accuracy" in record else ""
+    return (f"epoch {record['epoch']:3d}/{epochs}  loss {record['train_loss']:.4f}  "
+            f"train {100 * record['train_accuracy']:.2f}%  {val}"
+            f"test {100 * record['test_accuracy']:.2f}%  "
+            f"{record['images_per_second']:,.0f} img/s  {record['epoch_seconds']:.1f}s")
+
+
+def _log_to_terminal(line: str) -> None:
+    tqdm.write(line, file=sys.stdout)
 
 
 def train_and_evaluate(
     config: TrainConfig, dataset: Dataset, run_dir: Path, resume: bool = False,
-    progress: bool = True, log: Callable[[str], None] | None = None,
+    progress: bool = True, log: Callable[[str], None] = _log_to_terminal,
 ) -> dict:
     """Train ``config.epochs`` epochs, checkpointing each; returns the last epoch's record."""
-    log = log or (lambda line: tqdm.write(line, file=sys.stdout))
-    config = config.resolved()
-    run_dir = Path(run_dir)
-    train_split, val_split = split_validation(dataset.train, config.val_size)
-    if config.train_limit:
-        train_split = train_split.take(slice(0, config.train_limit))
-    if val_split is None:
-        log("warning: --val-size 0 selects runs/best on the test set (as the tutorials do);"
-            " its test accuracy is then an optimistic estimate")
-    steps = steps_per_epoch(len(train_split), config.batch_size)
-    mesh = make_mesh(config.devices)
-    if mesh is not None and config.batch_size % mesh.size:
-        raise ValueError(f"batch size {config.batch_size} does not divide over "
-                         f"{mesh.size} devices")
-    state = create_train_state(config, steps)
-    ckpts = checkpoint.RunCheckpoints(run_dir)
-    start_epoch = 0
-    if resume and ckpts.latest_epoch() is not None:
-        _check_resumable(ckpts.latest_metadata(), config)
-        params, opt_state, saved = ckpts.restore_latest(
-            checkpoint.abstract_on_this_device(state.params),
-            checkpoint.abstract_on_this_device(state.opt_state),
-        )
-        state = state.replace(params=params, opt_state=opt_state, step=saved["step"])
-        start_epoch = saved["epoch"]
-        log(f"resuming {run_dir} after epoch {start_epoch}")
-    metrics_log = MetricsLog(run_dir, resume_epoch=start_epoch)
-    loop = resolve_loop(config.loop)
-    state = replicated(mesh, state)
-    data = to_device(train_split, mesh)
-    test_data = to_device(dataset.test, mesh)
-    val_data = to_device(val_split, mesh) if val_split is not None else None
-    module = state.module
-
-    def plan_for(epoch: int) -> EpochPlan:
-        return plan_epoch(epoch_key(config.seed, epoch), len(train_split), config.batch_size,
-                          mesh)
-
-    plan = plan_for(start_epoch)
-    run_compiled, compile_seconds = compile_epoch(loop, state, data, plan, config.augment)
-    log(f"{config.variant} on {dataset.name}: {len(train_split)} train / "
-        f"{len(val_split) if val_split else 0} validation / {len(dataset.test)} test, "
-        f"batch {config.batch_size}, Adam {config.learning_rate:g} {config.schedule}"
-        f"{', distortions' if config.augment else ''}, loop '{loop}' on "
-        f"{jax.default_backend()} x{mesh.size if mesh else 1}, compiled in "
-        f"{compile_seconds:.1f}s")
-    record: dict = {}
+    run = _set_up(config, dataset, Path(run_dir), log)
+    config = run.config
+    with phase("init"):
+        state, start_epoch = _initial_state(run, resume, log)
+    with phase("compile"):
+        run_epoch, compile_seconds = compile_epoch(config.loop, state, run.train,
+                                                   run.plan(start_epoch), config.augment)
+    log(_describe(run, compile_seconds))
+    metrics_log = MetricsLog(run.run_dir, resume_epoch=start_epoch)
+    steps = steps_per_epoch(run.num_train, config.batch_size)
     bar = tqdm(total=config.epochs * steps, initial=start_epoch * steps, unit="step",
                disable=not progress, leave=False, dynamic_ncols=True)
+    record: dict = {}
     try:
         for epoch in range(start_epoch, config.epochs):
-            plan = plan_for(epoch)
-            start = time.perf_counter()
-            state, totals = run_compiled(state, plan, bar.update)
-            totals = jax.device_get(totals)  # the epoch's only host sync
-            seconds = time.perf_counter() - start
-            if totals["first_bad_step"] >= 0 or not np.isfinite(totals["loss_sum"]):
-                raise TrainingDivergedError(int(totals["first_bad_step"]), epoch + 1)
-            record = {
-                "epoch": epoch + 1,
-                "step": int(state.step),
-                "train_loss": float(totals["loss_sum"] / totals["count"]),
-                "train_accuracy": float(totals["correct"] / totals["count"]),
-                "images_per_second": len(train_split) / seconds,
-                "epoch_seconds": seconds,
-                "compile_seconds": compile_seconds,
-            }
-            if val_data is not None:
-                val = evaluate(module, state.params, val_data)
-                record |= {"val_loss": val["loss"], "val_accuracy": val["accuracy"]}
-            test = evaluate(module, state.params, test_data)
-            record |= {"test_loss": test["loss"], "test_accuracy": test["accuracy"]}
-            selection = record["val_accuracy" if val_data is not None else "test_accuracy"]
-            metadata = {
-                "preset": config.variant,
-                "dataset": dataset.name,
-                "class_names": list(dataset.class_names),
-                "input_shape": list(module.preset.input_shape),
-                "normalisation": {"mean": module.preset.mean, "std": module.preset.std,
-                                  "fit": module.preset.fit},
-                "epoch": epoch + 1,
-                "step": int(state.step),
-                "config": dataclasses.asdict(config),
-                "loop": loop,
-                "metrics": record,
-                "selection_split": "validation" if val_data is not None else "test",
-                checkpoint.SELECTION_METRIC: selection,
-            }
-            ckpts.save(epoch + 1, state.params, state.opt_state, metadata)
-            ckpts.wait_until_finished()
-            metrics_log.append(record)
-            point_best_link(run_dir.parent, run_dir)
-            val_text = f"val {100 * record['val_accuracy']:.2f}%  " if val_data is not None else ""
-            log(f"epoch {epoch + 1:3d}/{config.epochs}  loss {record['train_loss']:.4f}  "
-                f"train {100 * record['train_accuracy']:.2f}%  {val_text}"
-                f"test {100 * record['test_accuracy']:.2f}%  "
-                f"{record['images_per_second']:,.0f} img/s  {seconds:.1f}s")
+            with phase("work"):
+                state, record = _train_epoch(run, run_epoch, state, epoch, bar.update)
+                record |= _evaluate_splits(run, state) | {"compile_seconds": compile_seconds}
+            with phase("save"):
+                run.checkpoints.save(epoch + 1, state.params, state.opt_state,
+                                     _metadata(run, record))
+                metrics_log.append(record)
+                checkpoint.point_workdir_best(run.run_dir.parent, run.run_dir)
+            log(_epoch_line(record, config.epochs))
     finally:
         bar.close()
-        ckpts.close()
-        metrics_log.plot()
-        metrics_log.close()
+        with phase("save"):
+            run.checkpoints.close()
+            metrics_log.close()
     return record

@@ -2,11 +2,13 @@
 
 import json
 
+import pytest
 from conftest import ROOT, run_cli
 
 SCRIPT = str(ROOT / "benchmarks" / "train_throughput.py")
 
 
+@pytest.mark.slow
 def test_benchmark_reports_every_contender_per_round(tmp_path):
     out = tmp_path / "results.json"
     run = run_cli(SCRIPT, "--preset", "relu_maxpool", "--steps", "4", "--repeats", "2",

@@ -87,19 +87,10 @@ def test_unreadable_image_is_a_clear_error(tmp_path):
         evaluation.mnist_like(blank)
 
 
-@pytest.fixture(scope="module")
-def trained_run(tiny_dataset, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("runs")
-    config = training.TrainConfig(variant="relu_avgpool_pad2", epochs=2, val_size=104)
-    record = training.train_and_evaluate(config, tiny_dataset, workdir / "relu_avgpool_pad2",
-                                         progress=False, log=lambda _: None)
-    return workdir, record
-
-
-def test_evaluation_reproduces_the_logged_accuracy(trained_run, tiny_dataset):
+def test_evaluation_reproduces_the_logged_accuracy(trained_original, tiny_dataset):
     from lenet_jax import checkpoint
 
-    workdir, _ = trained_run
+    workdir = trained_original
     params, metadata = checkpoint.restore_for_inference(workdir / "best")
     module, _ = models.create_model(metadata["preset"])
     report = evaluation.run(module, params, tiny_dataset.test.images, tiny_dataset.test.labels,
@@ -109,8 +100,8 @@ def test_evaluation_reproduces_the_logged_accuracy(trained_run, tiny_dataset):
     assert np.array_equal(report.predictions, np.asarray(logits).argmax(-1))
 
 
-def test_cli_predicts_images_and_reports_bad_files_per_file(trained_run, tmp_path):
-    workdir, _ = trained_run
+def test_cli_predicts_images_and_reports_bad_files_per_file(trained_original, tmp_path):
+    workdir = trained_original
     good = tmp_path / "one.png"
     _digit_picture(good)
     bad = tmp_path / "broken.jpg"
@@ -124,10 +115,10 @@ def test_cli_predicts_images_and_reports_bad_files_per_file(trained_run, tmp_pat
 
 
 @pytest.mark.parametrize("make", ["missing", "empty", "garbage", "truncated"])
-def test_cli_bad_checkpoint_is_one_line_and_exit_2(trained_run, tmp_path, make):
+def test_cli_bad_checkpoint_is_one_line_and_exit_2(trained_original, tmp_path, make):
     import shutil
 
-    workdir, _ = trained_run
+    workdir = trained_original
     target = tmp_path / "ckpt"
     if make == "empty":
         target.mkdir()
@@ -135,7 +126,7 @@ def test_cli_bad_checkpoint_is_one_line_and_exit_2(trained_run, tmp_path, make):
         (target / "5" / "metadata").mkdir(parents=True)
         (target / "5" / "metadata" / "metadata").write_text("{not json")
     elif make == "truncated":
-        shutil.copytree(workdir / "relu_avgpool_pad2" / "checkpoints", target)
+        shutil.copytree(workdir / "original" / "checkpoints", target)
         step = max(p for p in target.iterdir() if p.name.isdigit())
         for f in (step / "params").rglob("*"):
             if f.is_file() and f.stat().st_size > 100:

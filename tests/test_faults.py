@@ -26,6 +26,16 @@ def _one_error_line(result, prefix="train.py: error:"):
     return lines[0]
 
 
+def _train_main(capsys, *argv):
+    """train.py's main in this process: its exit code and captured output, as a
+    subprocess would give them (the process-level path is tested below)."""
+    import train
+
+    code = train.main(list(argv))
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(argv, code, out, err)
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
@@ -38,33 +48,38 @@ def _one_error_line(result, prefix="train.py: error:"):
         (["--resume", "--overwrite"], "--resume and --overwrite contradict each other"),
     ],
 )
-def test_bad_flags_fail_before_any_work(tmp_path, flags, message):
-    result = run_cli("train.py", "--workdir", str(tmp_path / "runs"), *flags)
+def test_bad_flags_fail_before_any_work(tmp_path, capsys, flags, message):
+    result = _train_main(capsys, "--workdir", str(tmp_path / "runs"), *flags)
     assert message in _one_error_line(result)
     assert not (tmp_path / "runs" / "original").exists()
 
 
-def test_unwritable_workdir(tmp_path):
+def test_a_bad_flag_is_one_line_and_exit_2_from_the_process(tmp_path):
+    result = run_cli("train.py", "--workdir", str(tmp_path / "runs"), "--epochs", "-3")
+    assert _one_error_line(result) == "train.py: error: --epochs must be positive, got -3"
+
+
+def test_unwritable_workdir(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    line = _one_error_line(run_cli("train.py", "--workdir", str(blocker / "runs")))
+    line = _one_error_line(_train_main(capsys, "--workdir", str(blocker / "runs")))
     assert f"cannot write to --workdir {blocker / 'runs'}" in line
 
 
-def test_existing_run_is_not_overwritten_without_asking(tmp_path):
+def test_existing_run_is_not_overwritten_without_asking(tmp_path, capsys):
     run_dir = tmp_path / "runs" / "original"
     run_dir.mkdir(parents=True)
     (run_dir / "metrics.jsonl").write_text("precious\n")
-    line = _one_error_line(run_cli("train.py", "--workdir", str(tmp_path / "runs")))
+    line = _one_error_line(_train_main(capsys, "--workdir", str(tmp_path / "runs")))
     assert "already exists; pass --resume to continue it or --overwrite" in line
     assert (run_dir / "metrics.jsonl").read_text() == "precious\n"
 
 
 def test_divergence_names_the_step_and_keeps_the_last_good_checkpoint(tiny_dataset, tmp_path):
     quiet = {"progress": False, "log": lambda _: None}
-    good = training.TrainConfig(variant="relu_avgpool_pad2", epochs=1, val_size=104)
+    good = training.TrainConfig(preset="relu_avgpool_pad2", epochs=1, val_size=104)
     training.train_and_evaluate(good, tiny_dataset, tmp_path / "run", **quiet)
-    bad = training.TrainConfig(variant="relu_avgpool_pad2", epochs=2, val_size=104,
+    bad = training.TrainConfig(preset="relu_avgpool_pad2", epochs=2, val_size=104,
                                learning_rate=1e6)
     with pytest.raises(training.TrainingDivergedError, match=r"NaN/Inf at step \d+ \(epoch 1\)"):
         training.train_and_evaluate(bad, tiny_dataset, tmp_path / "fresh", **quiet)
@@ -80,6 +95,7 @@ QUICK = ["--variant", "relu_avgpool_pad2_dropout", "--epochs", "3", "--limit-tra
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
+    """Three epochs on a slice of the real MNIST through train.py (slow tests only)."""
     workdir = tmp_path_factory.mktemp("runs")
     result = run_cli("train.py", *QUICK, "--workdir", str(workdir), "--name", "whole")
     assert result.returncode == 0, result.stderr
@@ -93,6 +109,7 @@ def _tree_digest(directory: Path) -> str:
     return digest.hexdigest()
 
 
+@pytest.mark.slow
 def test_kill_9_mid_epoch_then_resume_is_bit_identical(uninterrupted, tmp_path):
     workdir = tmp_path / "runs"
     command = [sys.executable, "train.py", *QUICK, "--workdir", str(workdir), "--name", "crash"]
@@ -125,36 +142,36 @@ def test_kill_9_mid_epoch_then_resume_is_bit_identical(uninterrupted, tmp_path):
     assert epochs == [1, 2, 3]
 
 
-def test_resuming_another_presets_run_is_refused_and_untouched(uninterrupted):
-    before = _tree_digest(uninterrupted / "whole")
-    flags = [f if f != "relu_avgpool_pad2_dropout" else "relu_maxpool" for f in QUICK]
-    result = run_cli("train.py", *flags, "--workdir", str(uninterrupted), "--name", "whole",
-                     "--resume")
+def test_resuming_another_presets_run_is_refused_and_untouched(trained_original):
+    run_dir = trained_original / "original"
+    before = _tree_digest(run_dir)
+    result = run_cli("train.py", "--variant", "relu_maxpool", "--epochs", "2", "--val-size", "104",
+                     "--workdir", str(trained_original), "--name", "original", "--resume")
     line = _one_error_line(result)
-    assert "cannot resume: the run was trained with variant='relu_avgpool_pad2_dropout'" in line
-    assert _tree_digest(uninterrupted / "whole") == before
+    assert "cannot resume: the run was trained with variant='original'" in line
+    assert _tree_digest(run_dir) == before
 
 
-def test_checkpoint_with_other_shapes_is_one_line(uninterrupted, tmp_path):
-    step = tmp_path / "best" / "3"
-    shutil.copytree(uninterrupted / "whole" / "checkpoints" / "3", step)
+def test_checkpoint_with_other_shapes_is_one_line(trained_original, tmp_path):
+    step = tmp_path / "best" / "2"
+    shutil.copytree(trained_original / "original" / "checkpoints" / "2", step)
     meta_file = step / "metadata" / "metadata"
     meta = json.loads(meta_file.read_text())
-    meta["preset"] = "original"  # 32x32 input, other layer shapes
+    meta["preset"] = "relu_maxpool"  # other layer shapes
     meta_file.write_text(json.dumps(meta))
     result = run_cli("evaluate.py", "--ckpt", str(step))
     line = _one_error_line(result, "evaluate.py: error:")
     assert f"cannot restore {step}" in line
 
 
-def test_evaluate_never_writes_into_a_checkpoint(uninterrupted, tmp_path):
-    best = uninterrupted / "whole" / "best"
+def test_evaluate_never_writes_into_a_checkpoint(trained_original):
+    best = (trained_original / "original" / "best").resolve()
     before = _tree_digest(best)
-    result = run_cli("evaluate.py", "--ckpt", str(best), "--json")
+    result = run_cli("evaluate.py", "--ckpt", str(trained_original / "best"), "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert sum(map(sum, report["confusion_matrix"])) == 10_000
-    assert (uninterrupted / "whole" / "eval" / "metrics.json").exists()
+    assert sum(map(sum, report["confusion_matrix"])) == 10_000  # the real MNIST test set
+    assert (trained_original / "original" / "eval" / "metrics.json").exists()
     inside = run_cli("evaluate.py", "--ckpt", str(best), "--out", str(best / "eval"))
     assert "is inside the checkpoint" in _one_error_line(inside, "evaluate.py: error:")
     assert _tree_digest(best) == before

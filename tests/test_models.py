@@ -1,3 +1,6 @@
+import dataclasses
+import typing
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -5,6 +8,7 @@ import optax
 import pytest
 
 import lenet_jax
+from lenet_jax import models, ops
 from lenet_jax.models import C3_TABLE, PartialConv, c3_connection_mask, rbf_codes
 
 # Trainable parameters: the paper's 60,000 = 156 + 12 + 1,516 + 32 + 48,120 + 10,164,
@@ -28,14 +32,17 @@ def test_every_preset_is_pinned():
     assert set(lenet_jax.PRESETS) == set(EXPECTED_PARAMS)
 
 
+def _forward(model):
+    return jax.jit(lambda params, images: model.apply({"params": params}, images))
+
+
 @pytest.mark.parametrize("name", sorted(EXPECTED_PARAMS))
 def test_parameter_count_and_output_shape(name):
     model, input_shape = lenet_jax.create_model(name)
-    params = lenet_jax.init_params(model, jax.random.key(0))
+    params = jax.eval_shape(lambda key: lenet_jax.init_params(model, key), jax.random.key(0))
     assert lenet_jax.count_params(params) == EXPECTED_PARAMS[name]
-    logits = model.apply({"params": params}, _random_images(jax.random.key(1), 5, input_shape))
-    assert logits.shape == (5, 10)
-    assert bool(jnp.all(jnp.isfinite(logits)))
+    images = jax.ShapeDtypeStruct((5, *input_shape), jnp.float32)
+    assert jax.eval_shape(_forward(model), params, images).shape == (5, 10)
 
 
 def test_original_layer_counts_match_the_paper():
@@ -44,20 +51,22 @@ def test_original_layer_counts_match_the_paper():
     assert {k: lenet_jax.count_params(v) for k, v in params.items()} == ORIGINAL_LAYER_PARAMS
 
 
-@pytest.mark.parametrize("name", ["original", "relu_avgpool_pad2_dropout"])
+@pytest.mark.parametrize("name", ["original"])
 def test_apply_is_pure_and_jit_agrees(name):
+    """The output depends on (params, images) alone: other params give other logits, and
+    going back gives the first ones again; op-by-op execution (no jit anywhere, not even
+    inside) agrees with one compiled call."""
     model, input_shape = lenet_jax.create_model(name)
     params = lenet_jax.init_params(model, jax.random.key(0))
+    other = lenet_jax.init_params(model, jax.random.key(1))
     images = _random_images(jax.random.key(2), 4, input_shape)
-
-    def forward(p, x):
-        return model.apply({"params": p}, x)
-
-    eager = forward(params, images)
-    np.testing.assert_array_equal(eager, forward(params, images))
-    jitted = jax.jit(forward)
-    np.testing.assert_array_equal(jitted(params, images), jitted(params, images))
-    np.testing.assert_allclose(jitted(params, images), eager, rtol=1e-5, atol=1e-5)
+    jitted = _forward(model)
+    first = jitted(params, images)
+    assert not np.allclose(jitted(other, images), first)
+    np.testing.assert_array_equal(jitted(params, images), first)
+    with jax.disable_jit():
+        op_by_op = model.apply({"params": params}, images)
+    np.testing.assert_allclose(op_by_op, first, rtol=1e-5, atol=1e-5)
 
 
 def test_dropout_only_in_training_and_keyed_by_rng():
@@ -65,6 +74,7 @@ def test_dropout_only_in_training_and_keyed_by_rng():
     params = lenet_jax.init_params(model, jax.random.key(0))
     images = _random_images(jax.random.key(3), 8, input_shape)
 
+    @jax.jit
     def train_logits(seed):
         return model.apply(
             {"params": params}, images, train=True, rngs={"dropout": jax.random.key(seed)}
@@ -72,7 +82,7 @@ def test_dropout_only_in_training_and_keyed_by_rng():
 
     np.testing.assert_array_equal(train_logits(7), train_logits(7))
     assert not np.array_equal(train_logits(7), train_logits(8))
-    assert not np.array_equal(train_logits(7), model.apply({"params": params}, images))
+    assert not np.array_equal(train_logits(7), _forward(model)(params, images))
 
 
 def test_c3_table_has_the_papers_60_connections():
@@ -89,10 +99,11 @@ def test_c3_table_has_the_papers_60_connections():
 
 def test_c3_output_map_ignores_unconnected_inputs():
     layer = PartialConv(C3_TABLE, in_maps=6)
-    x = jax.random.normal(jax.random.key(0), (6, 14, 14, 2))  # channel-major (C, H, W, N)
-    variables = layer.init(jax.random.key(1), x)
-    bumped = x.at[5].add(3.0)  # S2 map 5 feeds C3 maps 3, 4, 5, 8-11, 13-15 only
-    delta = jnp.abs(layer.apply(variables, bumped) - layer.apply(variables, x)).max(axis=(1, 2, 3))
+    x = jax.random.normal(jax.random.key(0), (2, 14, 14, 6))  # NHWC, as S2's output
+    bumped = x.at[..., 5].add(3.0)  # S2 map 5 feeds C3 maps 3, 4, 5, 8-11, 13-15 only
+    variables = layer.init(jax.random.key(1), ops.to_maps(x))
+    c3 = jax.jit(lambda x: ops.from_maps(layer.apply(variables, ops.to_maps(x))))
+    delta = jnp.abs(c3(bumped) - c3(x)).max(axis=(0, 1, 2))
     feeds = c3_connection_mask()[5]
     assert bool(jnp.all(delta[~feeds] == 0.0))
     assert bool(jnp.all(delta[feeds] > 0.0))
@@ -106,9 +117,8 @@ def test_rbf_output_is_negative_scaled_distance_to_fixed_codes():
     model, input_shape = lenet_jax.create_model("original")
     params = lenet_jax.init_params(model, jax.random.key(0))
     images = _random_images(jax.random.key(4), 3, input_shape)
-    logits, state = model.apply(
-        {"params": params}, images, mutable=["intermediates"]
-    )
+    logits, state = jax.jit(lambda p, x: model.apply({"params": p}, x,
+                                                     mutable=["intermediates"]))(params, images)
     distance = state["intermediates"]["OUTPUT"]["squared_distance"][0]
     np.testing.assert_allclose(logits, -model.preset.rbf_logit_scale * distance, rtol=1e-6)
     assert bool(jnp.all(distance >= 0))
@@ -124,7 +134,7 @@ def test_original_gradients_reach_every_parameter():
         logits = model.apply({"params": p}, images)
         return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
-    grads = jax.grad(loss)(params)
+    grads = jax.jit(jax.grad(loss))(params)
     for path, g in jax.tree_util.tree_leaves_with_path(grads):
         assert bool(jnp.all(jnp.isfinite(g))), path
         # every scalar parameter receives gradient, not just every array
@@ -167,26 +177,39 @@ def test_preprocess_fits_mnist_to_each_preset():
         )
 
 
-def test_summary_lists_every_layer_and_the_total():
-    table = lenet_jax.summary("original")
-    for layer in ORIGINAL_LAYER_PARAMS:
-        assert layer in table
-    assert "60,000" in table
+def test_summary_shows_nhwc_shapes_and_the_papers_counts():
+    lines = {line.split()[0]: line.split()[1:] for line in
+             lenet_jax.summary("original", batch_size=2).splitlines()[2:]}
+    assert list(lines) == ["input", *models.LAYERS, "total"]
+    assert lines["C1"] == ["(2,", "28,", "28,", "6)", "156"]  # (N, H, W, C), as users write it
+    assert lines["S4"] == ["(2,", "5,", "5,", "16)", "32"]
+    assert lines["OUTPUT"] == ["(2,", "10)"]  # fixed RBF codes: no parameters
+    for layer, count in ORIGINAL_LAYER_PARAMS.items():
+        assert lines[layer][-1] == f"{count:,}"
+    assert lines["total"] == ["60,000"]
 
 
-@pytest.mark.parametrize("backend", ["cpu", "gpu"])  # im2col / XLA's convolution
+def test_a_preset_field_outside_its_choices_raises_naming_the_field():
+    with pytest.raises(ValueError, match=r"preset 'original': pool='maxx' is not one of "
+                                         r"'trainable', 'avg', 'max'"):
+        dataclasses.replace(lenet_jax.get_preset("original"), pool="maxx")
+    with pytest.raises(ValueError, match=r"activation='gelu'"):
+        dataclasses.replace(lenet_jax.get_preset("relu_maxpool"), activation="gelu")
+    # every activation a row may name has a function
+    assert set(models.ACTIVATIONS) == set(typing.get_args(models.Activation))
+
+
+@pytest.mark.parametrize("kernel", ["im2col", "im2col custom_grad", "xla"])
 @pytest.mark.parametrize(
     ("x_shape", "k_shape"),
-    [((1, 32, 32, 3), (5, 5, 1, 6)),     # C1 (channel-major: C, H, W, N)
+    [((1, 32, 32, 3), (5, 5, 1, 6)),     # C1 (maps: C, H, W, N)
      ((6, 14, 14, 3), (5, 5, 6, 16)),    # C3
      ((16, 5, 5, 3), (5, 5, 16, 120))],  # C5: a matmul
 )
-def test_conv2d_equals_xla_nhwc_convolution_and_its_gradients(x_shape, k_shape, backend):
-    from lenet_jax.models import conv2d
-
+def test_conv2d_equals_xla_nhwc_convolution_and_its_gradients(x_shape, k_shape, kernel):
     x = jax.random.normal(jax.random.key(0), x_shape)
     k = jax.random.normal(jax.random.key(1), k_shape) * 0.2
-    swap = (3, 1, 2, 0)  # channel-major <-> NHWC
+    swap = (3, 1, 2, 0)  # maps <-> NHWC
 
     def reference(x, k):
         y = jax.lax.conv_general_dilated(x.transpose(swap), k, (1, 1), "VALID",
@@ -194,14 +217,117 @@ def test_conv2d_equals_xla_nhwc_convolution_and_its_gradients(x_shape, k_shape, 
         return y.transpose(swap)
 
     def ours(x, k):
-        return conv2d(x, k, backend)
+        if kernel == "xla":
+            return ops.xla_conv(x, k)
+        return ops.conv2d(x, k, custom_grad=kernel.endswith("custom_grad"))
 
-    np.testing.assert_allclose(ours(x, k), reference(x, k), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(jax.jit(ours)(x, k), reference(x, k), rtol=1e-5, atol=1e-5)
     weights = jax.random.normal(jax.random.key(2), reference(x, k).shape)
-    grads = jax.grad(lambda x, k: jnp.sum(jnp.tanh(ours(x, k)) * weights), (0, 1))(x, k)
-    expected = jax.grad(lambda x, k: jnp.sum(jnp.tanh(reference(x, k)) * weights), (0, 1))(x, k)
-    for a, b in zip(grads, expected, strict=True):
+
+    def gradients(conv):
+        return jax.jit(jax.grad(lambda x, k: jnp.sum(jnp.tanh(conv(x, k)) * weights),
+                                (0, 1)))(x, k)
+
+    for a, b in zip(gradients(ours), gradients(reference), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+# --- every JAX transformation on the model users import (lenet_jax.create_model) ---
+
+
+@pytest.fixture(scope="module")
+def public_original():
+    model, input_shape = lenet_jax.create_model("original")
+    params = lenet_jax.init_params(model, jax.random.key(0))
+    images = _random_images(jax.random.key(7), 2, input_shape)
+
+    return model, params, images, _forward(model)
+
+
+def _close(a, b, tol=2e-4):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=tol, atol=tol)
+
+
+def test_forward_mode_agrees_with_reverse_mode(public_original):
+    """jvp, jacfwd and linearize through model.apply: u . (J v) == (J^T u) . v."""
+    _, params, images, f = public_original
+    v = _random_images(jax.random.key(8), *images.shape[:1], images.shape[1:])
+    u = jax.random.normal(jax.random.key(9), (images.shape[0], 10))
+    logits, jv = jax.jit(lambda x, v: jax.jvp(lambda x: f(params, x), (x,), (v,)))(images, v)
+    _, vjp = jax.vjp(lambda x: f(params, x), images)
+    (jtu,) = vjp(u)
+    _close(jnp.vdot(u, jv), jnp.vdot(jtu, v), tol=1e-3)
+    _close(logits, f(params, images))
+    _, linear = jax.linearize(lambda x: f(params, x), images)
+    _close(linear(v), jv)
+    one = images[:1]
+    _close(jax.jit(jax.jacfwd(lambda x: f(params, x)))(one),
+           jax.jit(jax.jacrev(lambda x: f(params, x)))(one))
+
+
+def test_hessian_vector_product_matches_finite_differences(public_original):
+    """jvp of grad (forward-over-reverse) through the model."""
+    _, params, images, f = public_original
+    labels = jnp.arange(images.shape[0])
+
+    def loss(x):
+        return optax.softmax_cross_entropy_with_integer_labels(f(params, x), labels).sum()
+
+    v = _random_images(jax.random.key(10), *images.shape[:1], images.shape[1:])
+    _, hvp = jax.jit(lambda x, v: jax.jvp(jax.grad(loss), (x,), (v,)))(images, v)
+    eps = 1e-2
+    grad = jax.jit(jax.grad(loss))
+    finite = (grad(images + eps * v) - grad(images - eps * v)) / (2 * eps)
+    assert float(jnp.linalg.norm(hvp - finite) / jnp.linalg.norm(finite)) < 0.05
+
+
+def test_per_example_gradients_and_parameter_ensembles_vmap(public_original):
+    _, params, images, f = public_original
+    labels = jnp.arange(images.shape[0])
+
+    def loss(p, x, y):
+        return optax.softmax_cross_entropy_with_integer_labels(f(p, x[None]), y[None]).sum()
+
+    def batch_loss(p):
+        return optax.softmax_cross_entropy_with_integer_labels(f(p, images), labels).sum()
+
+    per_example = jax.jit(jax.vmap(jax.grad(loss), in_axes=(None, 0, 0)))(params, images, labels)
+    total = jax.jit(jax.grad(batch_loss))(params)
+    for a, b in zip(jax.tree_util.tree_leaves(per_example), jax.tree_util.tree_leaves(total),
+                    strict=True):
+        _close(a.sum(0), b)
+    ensemble = jax.tree_util.tree_map(lambda a: jnp.stack([a, 1.1 * a, -a]), params)
+    stacked = jax.jit(jax.vmap(f, in_axes=(0, None)))(ensemble, images)
+    for i in range(3):
+        _close(stacked[i], f(jax.tree_util.tree_map(lambda leaf, i=i: leaf[i], ensemble), images))
+
+
+def test_input_gradient_bfloat16_and_batch_one(public_original):
+    _, params, images, f = public_original
+    saliency = jax.jit(jax.grad(lambda x: f(params, x)[:, 3].sum()))(images)
+    assert saliency.shape == images.shape and bool(jnp.any(saliency != 0))
+    to_bf16 = jax.tree_util.tree_map(lambda a: a.astype(jnp.bfloat16), params)
+    low = jax.jit(f)(to_bf16, images.astype(jnp.bfloat16))
+    assert low.dtype == jnp.bfloat16
+    _close(low.astype(jnp.float32), f(params, images), tol=0.1)
+    _close(jax.jit(f)(params, images[:1])[0], f(params, images)[0])
+
+
+def test_training_modules_hand_written_gradient_equals_autodiffs():
+    """The training step's seam (custom_grad) changes how the gradient is computed,
+    not what it is."""
+    public, input_shape = lenet_jax.create_model("relu_maxpool")
+    trained = models.LeNet(public.preset, custom_grad=True)
+    params = lenet_jax.init_params(public, jax.random.key(0))
+    images = _random_images(jax.random.key(1), 8, input_shape)
+
+    def grads(model):
+        return jax.jit(jax.grad(lambda p: jnp.sum(model.apply({"params": p}, images) ** 2)))(
+            params)
+
+    for a, b in zip(jax.tree_util.tree_leaves(grads(trained)),
+                    jax.tree_util.tree_leaves(grads(public)), strict=True):
+        _close(a, b, tol=1e-3)
 
 
 def _primitives(jaxpr):
@@ -217,7 +343,10 @@ def _primitives(jaxpr):
 
 @pytest.mark.parametrize("variant", ["original", "relu_avgpool_pad2"])
 def test_every_product_in_training_is_float32_precision(variant):
-    model, input_shape = lenet_jax.create_model(variant)
+    from lenet_jax.training import training_module
+
+    model = training_module(variant)
+    input_shape = model.preset.input_shape
     params = lenet_jax.init_params(model, jax.random.key(0))
     images = _random_images(jax.random.key(1), 4, input_shape)
 

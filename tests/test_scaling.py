@@ -25,20 +25,21 @@ EIGHT_DEVICES = textwrap.dedent("""
     dataset = Dataset("mnist", make_split(1024, 0), make_split(256, 1), tuple("0123456789"))
     out = {}
     for devices in (1, 8):
-        config = training.TrainConfig(variant="relu_avgpool_pad2_dropout", epochs=1,
+        config = training.TrainConfig(preset="relu_avgpool_pad2_dropout", epochs=1,
                                       batch_size=64, val_size=128, devices=devices,
                                       learning_rate=1e-3)
         record = training.train_and_evaluate(config, dataset, sys.argv[1] + f"/d{devices}",
                                              progress=False, log=lambda _: None)
         out[devices] = record["test_accuracy"]
     try:
-        training.plan_epoch(jax.random.key(0), 1024, 60, training.make_mesh(8))
+        training.make_mesh(8, batch_size=60)
     except ValueError as err:
         out["error"] = str(err)
     print(json.dumps(out))
 """)
 
 
+@pytest.mark.slow
 def test_eight_devices_match_one_device(tmp_path):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
                JAX_PLATFORMS="cpu")
@@ -47,7 +48,7 @@ def test_eight_devices_match_one_device(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out["1"] == out["8"]  # same accuracy
-    assert out["error"] == "batch size 60 does not divide over 8 devices"
+    assert out["error"] == "--batch-size 60 does not divide over 8 devices"
     one, _ = checkpoint.restore_for_inference(tmp_path / "d1" / "checkpoints" / "1")
     eight, _ = checkpoint.restore_for_inference(tmp_path / "d8" / "checkpoints" / "1")
     diffs = np.concatenate([np.abs(np.asarray(a) - np.asarray(b)).ravel() for a, b in zip(
@@ -64,15 +65,6 @@ LOAD_WITHOUT_MODEL_CODE = textwrap.dedent("""
     np.save(sys.argv[3], np.asarray(exported.call(images)))
     assert "lenet_jax" not in sys.modules
 """)
-
-
-@pytest.fixture(scope="module")
-def trained_original(tiny_dataset, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("export")
-    config = training.TrainConfig(variant="original", epochs=1, val_size=104)
-    training.train_and_evaluate(config, tiny_dataset, workdir / "original", progress=False,
-                                log=lambda _: None)
-    return workdir
 
 
 def test_exported_artefact_reloads_without_model_code_and_matches(trained_original,
