@@ -34,7 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-dir", default=None,
                         help="TFDS data dir (default $TFDS_DATA_DIR or ~/tensorflow_datasets)")
     parser.add_argument("--workdir", default="runs", help="parent of run directories")
-    parser.add_argument("--name", default=None, help="run directory name (default: the variant)")
+    parser.add_argument("--name", default=None, help="run directory name (default: the preset)")
     parser.add_argument("--distributed", action="store_true",
                         help="multi-host: call jax.distributed.initialize() first (see README)")
     parser.add_argument("--resume", action="store_true", help="continue from the latest epoch")

@@ -7,12 +7,15 @@ function and the same arithmetic a dense kernel costs, as a tutorial would write
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
-from lenet_jax.models import Preset, c3_connection_mask, rbf_codes
+if TYPE_CHECKING:
+    from lenet_jax.models import Preset
 
 ACTIVATIONS = {
     "scaled_tanh": lambda x: 1.7159 * torch.tanh(2.0 / 3.0 * x),
@@ -48,6 +51,8 @@ class TorchLeNet(nn.Module):
         self.c3 = nn.Conv2d(6, 16, 5)
         mask = torch.ones(16, 6, 1, 1)
         if preset.c3 == "paper_table":
+            from lenet_jax.models import c3_connection_mask  # only here: imports JAX
+
             mask = torch.from_numpy(c3_connection_mask().T.astype(np.float32))[:, :, None, None]
         self.register_buffer("c3_mask", mask)
         self.s4 = Subsample(preset.pool, 16)
@@ -60,6 +65,8 @@ class TorchLeNet(nn.Module):
         self.f6 = nn.Linear(120, 84)
         self.dropout = nn.Dropout(preset.dropout)
         if preset.head == "rbf":
+            from lenet_jax.models import rbf_codes
+
             self.register_buffer("codes", torch.from_numpy(rbf_codes()))
         else:
             self.output = nn.Linear(84, 10)

@@ -46,7 +46,7 @@ class TrainConfig:
                                "visible); the batch size must divide by it")
     loop: Literal["scan", "step"] = _setting(
         "scan", "epoch as one lax.scan call, or one jit'd call per batch (same result up "
-                "to float rounding; scan is faster on every backend measured)")
+                "to float rounding; scan measured faster, benchmarks/RESULTS.md)")
 
     def resolved(self) -> TrainConfig:
         """This config with the preset's recipe filled in where a field is None."""
@@ -98,7 +98,7 @@ def _fields() -> dict[str, dataclasses.Field]:
 def _argparse_options(field: dataclasses.Field, hint) -> dict:
     options = {k: v for k, v in field.metadata.items() if k not in ("flag",)}
     options["default"] = field.default
-    if isinstance(hint, types.UnionType):  # X | None: the flag takes an X
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None: takes an X
         (hint,) = (t for t in typing.get_args(hint) if t is not type(None))
     if hint is bool:
         options["action"] = argparse.BooleanOptionalAction

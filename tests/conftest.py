@@ -67,3 +67,14 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subproce
         [sys.executable, *args], cwd=cwd or ROOT, capture_output=True, text=True,
         timeout=timeout, env=env,
     )
+
+
+# Prepended to a subprocess's code: any import of TensorFlow, TFDS or tensorboardX fails.
+BLOCK_TENSORFLOW = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in ("tensorflow", "tensorflow_datasets", "tensorboardX"):
+            raise ImportError("blocked " + name)
+sys.meta_path.insert(0, Block())
+"""

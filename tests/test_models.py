@@ -341,11 +341,11 @@ def _primitives(jaxpr):
                     yield from _primitives(inner)
 
 
-@pytest.mark.parametrize("variant", ["original", "relu_avgpool_pad2"])
-def test_every_product_in_training_is_float32_precision(variant):
+@pytest.mark.parametrize("preset", ["original", "relu_avgpool_pad2"])
+def test_every_product_in_training_is_float32_precision(preset):
     from lenet_jax.training import training_module
 
-    model = training_module(variant)
+    model = training_module(preset)
     input_shape = model.preset.input_shape
     params = lenet_jax.init_params(model, jax.random.key(0))
     images = _random_images(jax.random.key(1), 4, input_shape)

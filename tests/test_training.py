@@ -52,21 +52,21 @@ def test_partial_last_batch_counts_every_example(tiny_dataset):
     assert int(totals["count"]) == 704
 
 
-@pytest.mark.parametrize("variant", ["original", "relu_avgpool_pad2_dropout"])
-def test_same_seed_same_params_bit_for_bit(tiny_dataset, variant):
-    config = training.TrainConfig(preset=variant, batch_size=64, augment=True)
+@pytest.mark.parametrize("preset", ["original", "relu_avgpool_pad2_dropout"])
+def test_same_seed_same_params_bit_for_bit(tiny_dataset, preset):
+    config = training.TrainConfig(preset=preset, batch_size=64, augment=True)
     a, _ = _epoch(config, tiny_dataset.train)
     b, _ = _epoch(config, tiny_dataset.train)
     assert _leaves_equal(a.params, b.params)
-    c, _ = _epoch(training.TrainConfig(preset=variant, batch_size=64, augment=True, seed=1),
+    c, _ = _epoch(training.TrainConfig(preset=preset, batch_size=64, augment=True, seed=1),
                   tiny_dataset.train)
     assert not _leaves_equal(a.params, c.params)
 
 
-@pytest.mark.parametrize(("variant", "augment"), [("original", False),
+@pytest.mark.parametrize(("preset", "augment"), [("original", False),
                                                ("relu_avgpool_pad2_dropout", True)])
-def test_scanned_epoch_matches_the_same_steps_one_by_one(tiny_dataset, variant, augment):
-    config = training.TrainConfig(preset=variant, batch_size=64, augment=augment)
+def test_scanned_epoch_matches_the_same_steps_one_by_one(tiny_dataset, preset, augment):
+    config = training.TrainConfig(preset=preset, batch_size=64, augment=augment)
     split = tiny_dataset.train
     stepped, step_totals = _epoch(config, split, loop="step")
     # the scan compiled ahead of time, as train.py does
@@ -205,3 +205,33 @@ def test_original_reaches_the_papers_accuracy_in_ten_epochs(tmp_path):
     report = json.loads(run.stdout.strip().splitlines()[-1])
     assert any(report["accuracy"] == pytest.approx(t, abs=1e-6) for t in best_tests), (
         report["accuracy"], best_tests)
+
+
+def test_two_epochs_compile_seven_programs_and_nothing_per_epoch(tiny_dataset, tmp_path):
+    """Every XLA program a short run asks for (persistent-cache hits included): set-up
+    compiles seven, the epochs none. An eager op or a recompile in the loop breaks it."""
+    import collections
+    import logging
+
+    requested = []
+
+    class Compiles(logging.Handler):
+        def emit(self, record):
+            if (message := record.getMessage()).startswith("Compiling "):
+                requested.append(message.split()[1])
+
+    handler = Compiles()
+    logging.getLogger("jax").addHandler(handler)
+    jax.clear_caches()  # what earlier tests compiled in this process counts again
+    try:
+        with jax.log_compiles():
+            config = training.TrainConfig(preset="relu_avgpool_pad2", epochs=3, val_size=104)
+            training.train_and_evaluate(config, tiny_dataset, tmp_path / "run", progress=False,
+                                        log=lambda _: None)
+    finally:
+        logging.getLogger("jax").removeHandler(handler)
+    assert collections.Counter(requested) == {
+        "jit(_init_key)": 1, "jit(_init_params)": 1, "jit(_with_optimizer)": 1,
+        "jit(_plan)": 1, "jit(train_epoch_scan)": 1,
+        "jit(_loss_and_accuracy)": 2,  # validation and test: two shapes
+    }, requested
