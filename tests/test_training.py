@@ -134,19 +134,19 @@ def test_train_and_evaluate_checkpoints_round_trip(tiny_dataset, tmp_path):
 
 
 def test_resume_is_bit_identical_to_an_uninterrupted_run(tiny_dataset, tmp_path):
-    config = training.TrainConfig(preset="relu_avgpool_pad2_dropout", epochs=3, batch_size=64,
+    config = training.TrainConfig(preset="relu_avgpool_pad2_dropout", epochs=2, batch_size=64,
                                   val_size=104, augment=True)
     quiet = {"progress": False, "log": lambda _: None}
     training.train_and_evaluate(config, tiny_dataset, tmp_path / "a", **quiet)
     first = training.TrainConfig(**{**config.__dict__, "epochs": 1})
     training.train_and_evaluate(first, tiny_dataset, tmp_path / "b", **quiet)
     training.train_and_evaluate(config, tiny_dataset, tmp_path / "b", resume=True, **quiet)
-    whole, _ = checkpoint.restore_for_inference(tmp_path / "a" / "checkpoints" / "3")
-    resumed, meta = checkpoint.restore_for_inference(tmp_path / "b" / "checkpoints" / "3")
-    assert meta["epoch"] == 3
+    whole, _ = checkpoint.restore_for_inference(tmp_path / "a" / "checkpoints" / "2")
+    resumed, meta = checkpoint.restore_for_inference(tmp_path / "b" / "checkpoints" / "2")
+    assert meta["epoch"] == 2
     assert _leaves_equal(whole, resumed)
     records = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert [r["epoch"] for r in records] == [1, 2]
 
 
 def test_resume_with_a_different_config_is_refused(tiny_dataset, tmp_path):
