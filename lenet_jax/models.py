@@ -400,7 +400,10 @@ def init_params(module: LeNet, key: jax.Array) -> dict:
     return _init_params(module, key)
 
 
-@functools.partial(jax.jit, static_argnums=0)
+# Init runs once, so it is compiled without LLVM's optimisation: 3-5x faster to compile,
+# values equal to float rounding (benchmarks/RESULTS.md, "Start-up").
+@functools.partial(jax.jit, static_argnums=0,
+                   compiler_options={"xla_backend_optimization_level": 0})
 def _init_params(module: LeNet, key: jax.Array) -> dict:
     dummy = jnp.zeros((1, *module.preset.input_shape), jnp.float32)
     return module.init(key, dummy)["params"]
