@@ -397,16 +397,21 @@ def create_model(name: str) -> tuple[LeNet, tuple[int, int, int]]:
 
 def init_params(module: LeNet, key: jax.Array) -> dict:
     """Fresh parameters for ``module``, from ``key`` alone (one compiled call)."""
-    return _init_params(module, key)
+    # Init runs once, so on its own it is compiled without LLVM's optimisation: 3-5x
+    # faster to compile, values equal to float rounding (benchmarks/RESULTS.md,
+    # "Start-up"). Inside a caller's jit, vmap or eval_shape it is traced as usual.
+    init = _init_traced if isinstance(key, jax.core.Tracer) else _init_once
+    return init(module, key)
 
 
-# Init runs once, so it is compiled without LLVM's optimisation: 3-5x faster to compile,
-# values equal to float rounding (benchmarks/RESULTS.md, "Start-up").
-@functools.partial(jax.jit, static_argnums=0,
-                   compiler_options={"xla_backend_optimization_level": 0})
 def _init_params(module: LeNet, key: jax.Array) -> dict:
     dummy = jnp.zeros((1, *module.preset.input_shape), jnp.float32)
     return module.init(key, dummy)["params"]
+
+
+_init_traced = jax.jit(_init_params, static_argnums=0)
+_init_once = jax.jit(_init_params, static_argnums=0,
+                     compiler_options={"xla_backend_optimization_level": 0})
 
 
 def count_params(params) -> int:

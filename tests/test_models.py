@@ -45,6 +45,17 @@ def test_parameter_count_and_output_shape(name):
     assert jax.eval_shape(_forward(model), params, images).shape == (5, 10)
 
 
+def test_init_params_is_one_compiled_call_and_traces_inside_transformations():
+    model, _ = lenet_jax.create_model("relu_maxpool")
+    alone = lenet_jax.init_params(model, jax.random.key(3))
+    inside = jax.jit(lambda k: lenet_jax.init_params(model, k))(jax.random.key(3))
+    batched = jax.vmap(lambda k: lenet_jax.init_params(model, k))(
+        jax.random.split(jax.random.key(3), 2))
+    for a, b, c in zip(*map(jax.tree_util.tree_leaves, (alone, inside, batched)), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)  # compiled differently
+        assert c.shape == (2, *a.shape)
+
+
 def test_original_layer_counts_match_the_paper():
     model, _ = lenet_jax.create_model("original")
     params = lenet_jax.init_params(model, jax.random.key(0))
