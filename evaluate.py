@@ -32,8 +32,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--normalise", action="store_true",
                         help="row-normalised confusion heatmap instead of counts")
     parser.add_argument("--json", action="store_true", help="print metrics as JSON only")
-    parser.add_argument("--image", nargs="+", default=None, metavar="FILE",
-                        help="predict these PNG/JPEG files instead of a data set")
+    parser.add_argument("--image", nargs="+", default=None, metavar="PATH",
+                        help="predict these PNG/JPEG files, and those inside these directories,"
+                             " instead of a data set (--json: one record per image)")
+    parser.add_argument("--explain", action="store_true",
+                        help="with --image: also draw each image's feature maps, layer by"
+                             " layer, to <out>/explain/")
     return parser.parse_args(argv)
 
 
@@ -42,31 +46,63 @@ def fail(message: str) -> int:
     return EXIT_USAGE
 
 
-def predict_files(module, params, metadata: dict, files: list[str]) -> int:
+def predict_files(args: argparse.Namespace, module, params, metadata: dict,
+                  out_dir: Path) -> int:
+    """Predict every image named or inside a directory named, in one compiled batch;
+    a file that cannot be read is reported and skipped, and the exit code says so."""
     import numpy as np
 
     from lenet_jax import evaluation
 
-    names = tuple(metadata["class_names"])
-    failures = 0
+    files, problems = evaluation.image_files(args.image)
+    read, images = [], []
     for file in files:
         try:
-            image = evaluation.mnist_like(file)
+            images.append(evaluation.mnist_like(file))
+            read.append(file)
         except evaluation.ImageError as err:
-            print(f"evaluate.py: error: {err}", file=sys.stderr)
-            failures += 1
-            continue
-        report = evaluation.run(module, params, image[None], np.zeros(1, int), names)
-        ranked = ", ".join(f"{n} {100 * p:.1f}%" for n, p in
-                           evaluation.top_k(report.probabilities[0], names))
-        print(f"{file}: {ranked}")
-    return EXIT_USAGE if failures else 0
+            problems.append(str(err))
+    for problem in problems:
+        print(f"evaluate.py: error: {problem}", file=sys.stderr)
+    if read:
+        probabilities = evaluation.predict_images(module, params, np.stack(images))
+        names = tuple(metadata["class_names"])
+        for file, p in zip(read, probabilities, strict=True):
+            print(file_record(file, p, names, args.json))
+        if args.explain:
+            explain_files(module, params, metadata, read, images, out_dir / "explain")
+    return EXIT_USAGE if problems else 0
+
+
+def file_record(file: Path, probabilities, names: tuple[str, ...], as_json: bool) -> str:
+    from lenet_jax import evaluation
+
+    top = evaluation.top_k(probabilities, names)
+    if as_json:
+        return json.dumps({"file": str(file), "top3": [{"class": n, "probability": p}
+                                                        for n, p in top]})
+    return f"{file}: " + ", ".join(f"{n} {100 * p:.1f}%" for n, p in top)
+
+
+def explain_files(module, params, metadata: dict, files: list[Path], images: list,
+                  out_dir: Path) -> None:
+    """One figure per image: its feature maps, layer by layer (lenet_jax.explain)."""
+    from lenet_jax import explain
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for index, (file, image) in enumerate(zip(files, images, strict=True)):
+        path = out_dir / f"{index:03d}-{file.stem}.png"
+        explain.plot(explain.panels(module, params, image), tuple(metadata["class_names"]),
+                     path, f"{file.name}: {metadata['preset']}, epoch {metadata['epoch']}")
+        print(f"explained {file} in {path}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.batch_size is not None and args.batch_size <= 0:
         return fail(f"--batch-size must be positive, got {args.batch_size}")
+    if args.explain and not args.image:
+        return fail("--explain draws the images given with --image; give some")
 
     from lenet_jax import checkpoint, models
 
@@ -79,21 +115,21 @@ def main(argv: list[str] | None = None) -> int:
     except checkpoint.CheckpointError as err:
         return fail(str(err))
     module, _ = models.create_model(metadata["preset"])
+    out_dir = Path(args.out) if args.out else manager_dir.resolve().parent / "eval"
+    if out_dir.resolve().is_relative_to(manager_dir.resolve()):
+        return fail(f"--out {out_dir} is inside the checkpoint; choose another directory")
     if args.image:
         with runtime.phase("work"):
-            return predict_files(module, params, metadata, args.image)
-    return evaluate_split(args, module, params, metadata, manager_dir)
+            return predict_files(args, module, params, metadata, out_dir)
+    return evaluate_split(args, module, params, metadata, out_dir)
 
 
 def evaluate_split(args: argparse.Namespace, module, params, metadata: dict,
-                   manager_dir: Path) -> int:
+                   out_dir: Path) -> int:
     """The report on a whole split: table, metrics.json and the PNGs."""
     from lenet_jax import data, evaluation
 
     dataset_name = args.dataset or metadata["dataset"]
-    out_dir = Path(args.out) if args.out else manager_dir.resolve().parent / "eval"
-    if out_dir.resolve().is_relative_to(manager_dir.resolve()):
-        return fail(f"--out {out_dir} is inside the checkpoint; choose another directory")
     try:
         with runtime.phase("data"):
             dataset = data.load(dataset_name, args.data_dir)

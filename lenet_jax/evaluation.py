@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from lenet_jax import models
-from lenet_jax.training import predict_logits
+from lenet_jax.training import EVAL_BATCH_SIZE, predict_logits
 
 MNIST_BOX = 20  # MNIST digits are scaled to fit 20x20, then centred by mass in 28x28
 
@@ -177,6 +177,37 @@ def plot_misclassified(report: Report, images: np.ndarray, path: Path, count: in
 
 class ImageError(ValueError):
     """A file that cannot be read as an image."""
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def image_files(paths: list[str]) -> tuple[list[Path], list[str]]:
+    """The files named and the PNG/JPEG files inside the directories named (sorted), and
+    a problem for each path that gives none."""
+    files, problems = [], []
+    for path in map(Path, paths):
+        if path.is_dir():
+            inside = sorted(p for p in path.iterdir()
+                            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            files += inside
+            if not inside:
+                problems.append(f"{path}: a directory with no PNG or JPEG files in it")
+        elif path.exists():
+            files.append(path)
+        else:
+            problems.append(f"{path}: no such file or directory")
+    return files, problems
+
+
+def predict_images(module: models.LeNet, params, images: np.ndarray) -> np.ndarray:
+    """Class probabilities (N, classes) for uint8 images in one compiled call; the batch
+    is padded to whole evaluation chunks, so any count up to a chunk is one program."""
+    chunk = EVAL_BATCH_SIZE.get(jax.default_backend(), 1000)
+    padded = np.zeros((-(-len(images) // chunk) * chunk, *images.shape[1:]), np.uint8)
+    padded[:len(images)] = images
+    logits = predict_logits(module, params, jax.numpy.asarray(padded), chunk)[:len(images)]
+    return np.asarray(jax.nn.softmax(logits, axis=-1))
 
 
 def mnist_like(path: str | Path) -> np.ndarray:

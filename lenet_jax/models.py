@@ -354,14 +354,15 @@ class LeNet(nn.Module):
         def dense(features: int, fan_in: int, name: str) -> nn.Dense:
             return nn.Dense(features, name=name, precision=ops.MATMUL_PRECISION, **init(fan_in))
 
-        x = act(conv(6, 25, "C1", p.c1_padding)(ops.to_maps(images)))
-        x = pool_act(Subsample(p.pool, paper, name="S2")(x))
+        x = self.show("C1", act(conv(6, 25, "C1", p.c1_padding)(ops.to_maps(images))))
+        x = self.show("S2", pool_act(Subsample(p.pool, paper, name="S2")(x)))
         if p.c3 == "paper_table":
-            x = PartialConv(C3_TABLE, in_maps=6, paper_init=paper, custom_grad=self.custom_grad,
-                            name="C3")(x)
+            c3 = PartialConv(C3_TABLE, in_maps=6, paper_init=paper, custom_grad=self.custom_grad,
+                             name="C3")
         else:
-            x = conv(16, 6 * 25, "C3")(x)
-        x = pool_act(Subsample(p.pool, paper, name="S4")(act(x)))
+            c3 = conv(16, 6 * 25, "C3")
+        x = self.show("C3", act(c3(x)))
+        x = self.show("S4", pool_act(Subsample(p.pool, paper, name="S4")(x)))
         if p.c5 == "conv":
             x = ops.flatten(conv(120, 16 * 25, "C5")(x))
         else:
@@ -369,12 +370,21 @@ class LeNet(nn.Module):
             x = dense(120, x.shape[1], "C5")(x)
         if p.c5_activation:
             x = act(x)
-        x = act(dense(84, 120, "F6")(x))
+        x = self.show("F6", act(dense(84, 120, "F6")(x)))
         if p.dropout:
             x = nn.Dropout(p.dropout, deterministic=not train)(x)
         if p.head == "rbf":
             return RBFOutput(p.rbf_logit_scale, name="OUTPUT")(x)
         return dense(10, 84, "OUTPUT")(x)
+
+
+    def show(self, layer: str, x: jax.Array) -> jax.Array:
+        """``x``, also kept (feature maps as NHWC) in the "maps" collection when the
+        caller asks for it with ``mutable=["maps"]``: what ``lenet_jax.explain`` draws."""
+        if self.is_mutable_collection("maps"):
+            self.sow("maps", "layers", {layer: ops.from_maps(x) if x.ndim == 4 else x},
+                     init_fn=dict, reduce_fn=lambda kept, new: kept | new)
+        return x
 
 
 def _check_input_shape(images: jax.Array, preset: Preset) -> None:

@@ -100,18 +100,75 @@ def test_evaluation_reproduces_the_logged_accuracy(trained_original, tiny_datase
     assert np.array_equal(report.predictions, np.asarray(logits).argmax(-1))
 
 
-def test_cli_predicts_images_and_reports_bad_files_per_file(trained_original, tmp_path):
-    workdir = trained_original
+def test_cli_predicts_images_and_reports_bad_files_per_file(trained_original, tmp_path,
+                                                            capsys):
+    import evaluate
+
     good = tmp_path / "one.png"
     _digit_picture(good)
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8 truncated")
-    result = run_cli("evaluate.py", "--ckpt", str(workdir / "best"), "--image", str(good), str(bad))
-    assert result.returncode == 2
-    line = next(x for x in result.stdout.splitlines() if x.startswith(str(good)))
+    code = evaluate.main(["--ckpt", str(trained_original / "best"), "--image", str(good),
+                          str(bad)])
+    out, err = capsys.readouterr()
+    assert code == 2
+    line = next(x for x in out.splitlines() if x.startswith(str(good)))
     assert len(line.split("%")) == 4  # top-3 with probabilities
-    errors = [x for x in result.stderr.splitlines() if x.startswith("evaluate.py: error")]
+    errors = [x for x in err.splitlines() if x.startswith("evaluate.py: error")]
     assert errors == [f"evaluate.py: error: {bad}: not a readable image (UnidentifiedImageError)"]
+
+
+def test_cli_predicts_a_folder_in_one_batch_as_json_and_explains_each(trained_original,
+                                                                     tmp_path):
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    _digit_picture(folder / "b.png")
+    _digit_picture(folder / "a.jpg", invert=True)
+    (folder / "c.png").write_bytes(b"\x89PNG broken")
+    (folder / "notes.txt").write_text("not a picture: not listed")
+    out = tmp_path / "out"
+    result = run_cli("evaluate.py", "--ckpt", str(trained_original / "best"), "--image",
+                     str(folder), str(tmp_path / "missing.png"), "--json", "--explain",
+                     "--out", str(out))
+    assert result.returncode == 2, result.stderr  # some failed
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["file"] for r in records] == [str(folder / "a.jpg"), str(folder / "b.png")]
+    for record in records:
+        probabilities = [t["probability"] for t in record["top3"]]
+        assert len(probabilities) == 3 and probabilities == sorted(probabilities, reverse=True)
+    errors = [x for x in result.stderr.splitlines() if x.startswith("evaluate.py: error")]
+    assert errors == [f"evaluate.py: error: {tmp_path / 'missing.png'}: no such file or directory",
+                      f"evaluate.py: error: {folder / 'c.png'}: not a readable image "
+                      "(UnidentifiedImageError)"]
+    figures = sorted((out / "explain").iterdir())
+    assert [f.name for f in figures] == ["000-a.png", "001-b.png"]
+    assert Image.open(figures[0]).size == (960, 880)
+
+
+def test_explain_panels_are_the_models_own_outputs(trained_original, tiny_dataset):
+    """Every panel is what model.apply computes: shapes, one C1 map recomputed by hand
+    from the parameters, F6 as the paper's 7x12 picture beside the nearest code."""
+    from lenet_jax import checkpoint, explain
+
+    params, metadata = checkpoint.restore_for_inference(trained_original / "best")
+    module, _ = models.create_model("original")
+    image = tiny_dataset.test.images[3]
+    drawn = explain.panels(module, params, image)
+    x = models.preprocess(image[None], module.preset)
+    logits = module.apply({"params": params}, x)
+    shapes = {name: panel.shape for name, panel in drawn.items()}
+    closest = int(np.argmax(logits[0]))  # logits are -scale * squared distance
+    assert shapes == {"input": (32, 32), "C1": (28, 28, 6), "S2": (14, 14, 6),
+                      "C3": (10, 10, 16), "S4": (5, 5, 16), "F6": (12, 7),
+                      f"closest RBF code: {closest}": (12, 7), "probabilities": (10,)}
+    np.testing.assert_allclose(drawn["probabilities"], jax.nn.softmax(logits[0]), rtol=1e-5)
+    kernel, bias = params["C1"]["kernel"][..., 2:3], params["C1"]["bias"][2]
+    c1_map = jax.lax.conv_general_dilated(x, kernel, (1, 1), "VALID",
+                                          dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    np.testing.assert_allclose(drawn["C1"][..., 2], models.scaled_tanh(c1_map + bias)[0, ..., 0],
+                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(drawn[f"closest RBF code: {closest}"].ravel(),
+                                  models.rbf_codes()[closest])
 
 
 @pytest.mark.parametrize("make", ["missing", "empty", "garbage", "truncated"])
