@@ -407,8 +407,8 @@ def create_model(name: str) -> tuple[LeNet, tuple[int, int, int]]:
 
 def init_params(module: LeNet, key: jax.Array) -> dict:
     """Fresh parameters for ``module``, from ``key`` alone (one compiled call)."""
-    # Init runs once, so on its own it is compiled without LLVM's optimisation: 3-5x
-    # faster to compile, values equal to float rounding (benchmarks/RESULTS.md,
+    # Init runs once, so on its own it is compiled without LLVM's optimisation: much
+    # quicker to compile, values equal to float rounding (benchmarks/RESULTS.md,
     # "Start-up"). Inside a caller's jit, vmap or eval_shape it is traced as usual.
     init = _init_traced if isinstance(key, jax.core.Tracer) else _init_once
     return init(module, key)

@@ -73,7 +73,7 @@ class MetricsLog:
 
 def _summary_writer(log_dir: Path):
     """A tensorboardX writer. Imported here, so that the training code imports without
-    it; and with torch hidden, which tensorboardX imports when present (1.5 s) only to
+    it; and with torch hidden, which tensorboardX imports when present (seconds) only to
     accept torch tensors, where we log floats."""
     hide_torch = "torch" not in sys.modules
     if hide_torch:

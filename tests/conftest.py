@@ -27,8 +27,8 @@ sys.path.insert(0, str(ROOT))  # the CLIs (train.py, evaluate.py) import as modu
 
 def pytest_configure(config: pytest.Config) -> None:
     """The default run compiles with LLVM's optimisation off: its tests check values, not
-    speed, and XLA:CPU then compiles in about a third of the time (2.7 -> 0.9 s for an
-    init). The slow tests (``-m slow``) measure real training, so they keep it."""
+    speed, and XLA:CPU then compiles in about a third of the time (benchmarks/RESULTS.md).
+    The slow tests (``-m slow``) measure real training, so they keep it."""
     flags = os.environ.get("XLA_FLAGS", "")
     if config.option.markexpr != "slow" and "xla_backend_optimization_level" not in flags:
         os.environ["XLA_FLAGS"] = f"{flags} --xla_backend_optimization_level=0".strip()
