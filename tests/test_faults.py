@@ -188,9 +188,9 @@ def test_evaluate_never_writes_into_a_checkpoint(trained_original):
     assert _tree_digest(best) == before
 
 
-def test_cli_divergence_names_the_step_exit_3(tmp_path):
-    result = run_cli("train.py", "--variant", "relu_avgpool_pad2", "--lr", "1e6", "--epochs", "1",
-                     "--limit-train", "2000", "--workdir", str(tmp_path), "--no-progress")
+def test_cli_divergence_names_the_step_exit_3(tmp_path, capsys):
+    result = _train_main(capsys, "--variant", "relu_avgpool_pad2", "--lr", "1e6", "--epochs", "1",
+                         "--limit-train", "2000", "--workdir", str(tmp_path), "--no-progress")
     assert result.returncode == 3, result.stderr
     errors = [x for x in result.stderr.splitlines() if x.startswith("train.py: error:")]
     assert len(errors) == 1 and "loss became NaN/Inf at step" in errors[0]

@@ -52,7 +52,9 @@ def test_partial_last_batch_counts_every_example(tiny_dataset):
     assert int(totals["count"]) == 704
 
 
-@pytest.mark.parametrize("preset", ["original", "relu_avgpool_pad2_dropout"])
+# The dropout preset's RNG is also pinned by the default run's resume test.
+@pytest.mark.parametrize("preset", [
+    "original", pytest.param("relu_avgpool_pad2_dropout", marks=pytest.mark.slow)])
 def test_same_seed_same_params_bit_for_bit(tiny_dataset, preset):
     config = training.TrainConfig(preset=preset, batch_size=64, augment=True)
     a, _ = _epoch(config, tiny_dataset.train)
@@ -63,8 +65,8 @@ def test_same_seed_same_params_bit_for_bit(tiny_dataset, preset):
     assert not _leaves_equal(a.params, c.params)
 
 
-@pytest.mark.parametrize(("preset", "augment"), [("original", False),
-                                               ("relu_avgpool_pad2_dropout", True)])
+@pytest.mark.parametrize(("preset", "augment"), [
+    ("original", False), pytest.param("relu_avgpool_pad2_dropout", True, marks=pytest.mark.slow)])
 def test_scanned_epoch_matches_the_same_steps_one_by_one(tiny_dataset, preset, augment):
     config = training.TrainConfig(preset=preset, batch_size=64, augment=augment)
     split = tiny_dataset.train
