@@ -110,8 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("absl").setLevel(logging.ERROR)  # Orbax's warnings are not for users
     try:
         with runtime.phase("init"):
-            manager_dir, _ = checkpoint.resolve_step(args.ckpt)
-            params, metadata = checkpoint.restore_for_inference(args.ckpt)
+            manager_dir, step = checkpoint.resolve_step(args.ckpt)
+            params, metadata = checkpoint.restore_for_inference(manager_dir / str(step))
     except checkpoint.CheckpointError as err:
         return fail(str(err))
     module, _ = models.create_model(metadata["preset"])

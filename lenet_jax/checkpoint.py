@@ -64,9 +64,6 @@ class RunCheckpoints:
     def latest_epoch(self) -> int | None:
         return self.manager.latest_step()
 
-    def best_epoch(self) -> int | None:
-        return self.manager.best_step()
-
     def restore_latest(self, abstract_params: Any = None,
                        abstract_opt_state: Any = None) -> tuple[Any, Any, dict]:
         """(params, opt_state, metadata) of the latest complete epoch; with no abstract

@@ -33,7 +33,7 @@ def compilation_cache_dir() -> Path | None:
 
 def enable_compilation_cache() -> Path | None:
     """Keep every compiled program on disk, however small or quick to compile (JAX's
-    defaults skip those under 1 s, which is all of LeNet's on a GPU)."""
+    defaults skip those compiled in under 1 s)."""
     import jax
 
     directory = compilation_cache_dir()
