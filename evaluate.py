@@ -46,8 +46,7 @@ def fail(message: str) -> int:
     return EXIT_USAGE
 
 
-def predict_files(args: argparse.Namespace, module, params, metadata: dict,
-                  out_dir: Path) -> int:
+def predict_files(args: argparse.Namespace, predictor, out_dir: Path) -> int:
     """Predict every image named or inside a directory named, in one compiled batch;
     a file that cannot be read is reported and skipped, and the exit code says so."""
     import numpy as np
@@ -65,35 +64,25 @@ def predict_files(args: argparse.Namespace, module, params, metadata: dict,
     for problem in problems:
         print(f"evaluate.py: error: {problem}", file=sys.stderr)
     if read:
-        probabilities = evaluation.predict_images(module, params, np.stack(images))
-        names = tuple(metadata["class_names"])
-        for file, p in zip(read, probabilities, strict=True):
-            print(file_record(file, p, names, args.json))
+        for file, answer in zip(read, predictor.answer(np.stack(images)), strict=True):
+            print(json.dumps({"file": str(file)} | answer.to_json()) if args.json
+                  else f"{file}: {answer}")
         if args.explain:
-            explain_files(module, params, metadata, read, images, out_dir / "explain")
+            explain_files(predictor, read, images, out_dir / "explain")
     return EXIT_USAGE if problems else 0
 
 
-def file_record(file: Path, probabilities, names: tuple[str, ...], as_json: bool) -> str:
-    from lenet_jax import evaluation
-
-    top = evaluation.top_k(probabilities, names)
-    if as_json:
-        return json.dumps({"file": str(file), "top3": [{"class": n, "probability": p}
-                                                        for n, p in top]})
-    return f"{file}: " + ", ".join(f"{n} {100 * p:.1f}%" for n, p in top)
-
-
-def explain_files(module, params, metadata: dict, files: list[Path], images: list,
-                  out_dir: Path) -> None:
+def explain_files(predictor, files: list[Path], images: list, out_dir: Path) -> None:
     """One figure per image: its feature maps, layer by layer (lenet_jax.explain)."""
     from lenet_jax import explain
 
     out_dir.mkdir(parents=True, exist_ok=True)
     for index, (file, image) in enumerate(zip(files, images, strict=True)):
         path = out_dir / f"{index:03d}-{file.stem}.png"
-        explain.plot(explain.panels(module, params, image), tuple(metadata["class_names"]),
-                     path, f"{file.name}: {metadata['preset']}, epoch {metadata['epoch']}")
+        metadata = predictor.metadata
+        explain.plot(explain.panels(predictor.module, predictor.params, image),
+                     predictor.class_names, path,
+                     f"{file.name}: {metadata['preset']}, epoch {metadata['epoch']}")
         print(f"explained {file} in {path}", file=sys.stderr)
 
 
@@ -104,30 +93,33 @@ def main(argv: list[str] | None = None) -> int:
     if args.explain and not args.image:
         return fail("--explain draws the images given with --image; give some")
 
-    from lenet_jax import checkpoint, models
+    from lenet_jax import checkpoint, evaluation
 
     runtime.enable_compilation_cache()
     logging.getLogger("absl").setLevel(logging.ERROR)  # Orbax's warnings are not for users
     try:
         with runtime.phase("init"):
-            manager_dir, step = checkpoint.resolve_step(args.ckpt)
-            params, metadata = checkpoint.restore_for_inference(manager_dir / str(step))
+            predictor = evaluation.Predictor.load(args.ckpt)
     except checkpoint.CheckpointError as err:
         return fail(str(err))
-    module, _ = models.create_model(metadata["preset"])
-    out_dir = Path(args.out) if args.out else manager_dir.resolve().parent / "eval"
-    if out_dir.resolve().is_relative_to(manager_dir.resolve()):
+    if predictor.rule is None:
+        print(f"evaluate.py: note: {args.ckpt} carries no 'not a digit' rule (saved before it"
+              " existed, or trained without a validation slice); nothing is rejected",
+              file=sys.stderr)
+    out_dir = Path(args.out) if args.out else predictor.step_dir.parent.parent / "eval"
+    if out_dir.resolve().is_relative_to(predictor.step_dir.parent.resolve()):
         return fail(f"--out {out_dir} is inside the checkpoint; choose another directory")
     if args.image:
         with runtime.phase("work"):
-            return predict_files(args, module, params, metadata, out_dir)
-    return evaluate_split(args, module, params, metadata, out_dir)
+            return predict_files(args, predictor, out_dir)
+    return evaluate_split(args, predictor, out_dir)
 
 
-def evaluate_split(args: argparse.Namespace, module, params, metadata: dict,
-                   out_dir: Path) -> int:
+def evaluate_split(args: argparse.Namespace, predictor, out_dir: Path) -> int:
     """The report on a whole split: table, metrics.json and the PNGs."""
     from lenet_jax import data, evaluation
+
+    metadata = predictor.metadata
 
     dataset_name = args.dataset or metadata["dataset"]
     try:
@@ -140,8 +132,9 @@ def evaluate_split(args: argparse.Namespace, module, params, metadata: dict,
                     " has other classes")
     split = getattr(dataset, args.split)
     with runtime.phase("work"):
-        report = evaluation.run(module, params, split.images, split.labels,
-                                dataset.class_names, args.batch_size)
+        report = evaluation.run(predictor.module, predictor.params, split.images,
+                                split.labels, dataset.class_names, args.batch_size,
+                                predictor.rule)
     with runtime.phase("save"):
         files = evaluation.save_outputs(report, split.images, out_dir, args.normalise)
     if args.json:

@@ -4,15 +4,17 @@ the most confused pairs, pictures of them, and predictions on a user's own image
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from lenet_jax import models
-from lenet_jax.training import EVAL_BATCH_SIZE, predict_logits
+from lenet_jax import models, rejection
+from lenet_jax.training import EVAL_BATCH_SIZE, predict
 
 MNIST_BOX = 20  # MNIST digits are scaled to fit 20x20, then centred by mass in 28x28
 
@@ -23,6 +25,8 @@ class Report:
     labels: np.ndarray  # int (N,)
     predictions: np.ndarray  # int (N,)
     probabilities: np.ndarray  # float (N, classes)
+    rejected: np.ndarray | None = None  # bool (N,): "not a digit"; None: no rule
+    non_digits: dict[str, float] | None = None  # the share of non-digits rejected, by kind
 
     @property
     def confusion(self) -> np.ndarray:
@@ -49,6 +53,8 @@ class Report:
                 {"true": self.class_names[t], "predicted": self.class_names[p], "count": c}
                 for t, p, c in most_confused(cm)
             ],
+            "rejected": None if self.rejected is None else float(self.rejected.mean()),
+            "non_digits_rejected": self.non_digits,
         }
 
 
@@ -81,11 +87,40 @@ def most_confused(cm: np.ndarray, top: int = 5) -> list[tuple[int, int, int]]:
 
 
 def run(module: models.LeNet, params, images: np.ndarray, labels: np.ndarray,
-        class_names: tuple[str, ...], batch_size: int | None = None) -> Report:
-    """Predict a whole split in one compiled call."""
-    logits = predict_logits(module, params, jax.numpy.asarray(images), batch_size)
+        class_names: tuple[str, ...], batch_size: int | None = None,
+        rule: rejection.Rule | None = None) -> Report:
+    """Predict a whole split in one compiled call; with ``rule``, also how many of its
+    images and of ``rejection.non_digit_pictures`` the rule rejects."""
+    logits, statistics = predict(module, params, jax.numpy.asarray(images), batch_size)
     probabilities = np.asarray(jax.nn.softmax(logits, axis=-1))
-    return Report(tuple(class_names), np.asarray(labels), probabilities.argmax(-1), probabilities)
+    rejected = non_digits = None
+    if rule is not None:
+        rejected = rule.rejects(np.asarray(statistics))
+        non_digits = non_digit_rejection(module, params, rule)
+    return Report(tuple(class_names), np.asarray(labels), probabilities.argmax(-1),
+                  probabilities, rejected, non_digits)
+
+
+def non_digit_rejection(module: models.LeNet, params, rule: rejection.Rule) -> dict[str, float]:
+    """The share of ``rejection.non_digit_pictures`` that are refused, by kind and in
+    all; each goes through the image reader as a PNG file would, and a picture the reader
+    finds blank counts as refused."""
+    kinds, refused, images = [], [], []
+    for kind, picture in rejection.non_digit_pictures():
+        encoded = io.BytesIO()
+        picture.save(encoded, "PNG")
+        kinds.append(kind)
+        try:
+            images.append(mnist_like(encoded.getvalue()))
+            refused.append(False)
+        except ImageError:
+            refused.append(True)
+    _, statistics = predict_images(module, params, np.stack(images))
+    refused_array = np.array(refused)
+    refused_array[~refused_array] = rule.rejects(statistics)
+    kinds = np.array(kinds)
+    shares = {kind: float(refused_array[kinds == kind].mean()) for kind in dict.fromkeys(kinds)}
+    return shares | {"all": float(refused_array.mean())}
 
 
 def format_report(report: Report) -> str:
@@ -106,7 +141,17 @@ def format_report(report: Report) -> str:
     if pairs:
         lines += ["", "most confused: " + ", ".join(f"{names[t]}→{names[p]}: {c}"
                                                     for t, p, c in pairs)]
-    return "\n".join(lines)
+    return "\n".join(lines + ["", rejection_line(report)])
+
+
+def rejection_line(report: Report) -> str:
+    if report.rejected is None:
+        return "not a digit: this checkpoint carries no rejection rule"
+    by_kind = ", ".join(f"{kind} {100 * share:.0f}%" for kind, share in report.non_digits.items()
+                        if kind != "all")
+    return (f"not a digit: {100 * report.rejected.mean():.2f}% of these {len(report.labels)} "
+            f"images rejected; {100 * report.non_digits['all']:.1f}% of the generated "
+            f"non-digits ({by_kind})")
 
 
 def save_outputs(report: Report, images: np.ndarray, out_dir: Path,
@@ -200,26 +245,86 @@ def image_files(paths: list[str]) -> tuple[list[Path], list[str]]:
     return files, problems
 
 
-def predict_images(module: models.LeNet, params, images: np.ndarray) -> np.ndarray:
-    """Class probabilities (N, classes) for uint8 images in one compiled call; the batch
-    is padded to whole evaluation chunks, so any count up to a chunk is one program."""
+def predict_images(module: models.LeNet, params,
+                   images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(class probabilities (N, classes), map statistics for the rejection rule) for
+    uint8 images in one compiled call; the batch is padded to whole evaluation chunks,
+    so any count up to a chunk is one program."""
     chunk = EVAL_BATCH_SIZE.get(jax.default_backend(), 1000)
     padded = np.zeros((-(-len(images) // chunk) * chunk, *images.shape[1:]), np.uint8)
     padded[:len(images)] = images
-    logits = predict_logits(module, params, jax.numpy.asarray(padded), chunk)[:len(images)]
-    return np.asarray(jax.nn.softmax(logits, axis=-1))
+    logits, statistics = predict(module, params, jax.numpy.asarray(padded), chunk)
+    probabilities = jax.nn.softmax(logits[:len(images)], axis=-1)
+    return np.asarray(probabilities), np.asarray(statistics[:len(images)])
 
 
-def mnist_like(path: str | Path) -> np.ndarray:
-    """A user's picture of a digit as MNIST would have it: uint8 (28, 28, 1), white on black.
+@dataclasses.dataclass(frozen=True)
+class Answer:
+    """What the model says about one picture: its top classes, and whether the
+    rejection rule calls it "not a digit" (None: the checkpoint has no rule)."""
+    top: list[tuple[str, float]]
+    rejected: bool | None
+
+    def to_json(self) -> dict:
+        return {"top3": [{"class": n, "probability": p} for n, p in self.top],
+                "rejected": self.rejected}
+
+    def __str__(self) -> str:
+        if self.rejected:
+            return f"not a digit (closest: {self.top[0][0]}, {100 * self.top[0][1]:.0f}%)"
+        return ", ".join(f"{n} {100 * p:.1f}%" for n, p in self.top)
+
+
+@dataclasses.dataclass(frozen=True)
+class Predictor:
+    """A checkpoint ready to answer about pictures: ``evaluate.py --image`` and
+    ``lenet_jax.serve`` both ask this."""
+    module: models.LeNet
+    params: Any
+    metadata: dict
+    rule: rejection.Rule | None
+    step_dir: Path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Predictor:
+        """From a checkpoint path (see ``checkpoint.resolve_step``); a damaged one raises
+        ``CheckpointError``."""
+        from lenet_jax import checkpoint
+
+        manager_dir, step = checkpoint.resolve_step(path)
+        params, metadata = checkpoint.restore_for_inference(manager_dir / str(step))
+        try:
+            rule = rejection.from_metadata(metadata)
+        except rejection.RuleError as err:
+            raise checkpoint.CheckpointError(f"{manager_dir / str(step)}: {err}") from None
+        module, _ = models.create_model(metadata["preset"])
+        return cls(module, params, metadata, rule, manager_dir / str(step))
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(self.metadata["class_names"])
+
+    def answer(self, images: np.ndarray) -> list[Answer]:
+        """One answer per uint8 image (N, 28, 28, 1), all in one compiled call."""
+        probabilities, statistics = predict_images(self.module, self.params, images)
+        rejected = (self.rule.rejects(statistics).tolist() if self.rule is not None
+                    else [None] * len(images))
+        return [Answer(top_k(p, self.class_names), r)
+                for p, r in zip(probabilities, rejected, strict=True)]
+
+
+def mnist_like(source: str | Path | bytes) -> np.ndarray:
+    """A user's picture of a digit (a file, or its bytes) as MNIST would have it: uint8
+    (28, 28, 1), white on black.
 
     Grayscale; a light background is inverted; the ink is cropped, scaled to fit 20x20
     (aspect kept) and placed so its centre of mass is the centre of a 28x28 field.
     """
-    if not Path(path).is_file():
+    path = "the image" if isinstance(source, bytes) else source
+    if not isinstance(source, bytes) and not Path(source).is_file():
         raise ImageError(f"{path}: no such file")
     try:
-        with Image.open(path) as picture:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as picture:
             picture.load()
             gray = picture.convert("L") if picture.mode != "RGBA" else _flatten_alpha(picture)
     except (OSError, UnidentifiedImageError, ValueError) as err:

@@ -26,7 +26,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
-from lenet_jax import checkpoint, models
+from lenet_jax import checkpoint, models, rejection
 from lenet_jax.config import ConfigError, TrainConfig, flag
 from lenet_jax.data import Dataset, Split, split_validation
 from lenet_jax.reporting import MetricsLog
@@ -301,11 +301,9 @@ def _drive(
 EVAL_BATCH_SIZE = {"cpu": 128}
 
 
-@functools.partial(jax.jit, static_argnames=("module", "batch_size"))
-def predict_logits(
-    module: models.LeNet, params: Any, images: jax.Array, batch_size: int | None = None
-) -> jax.Array:
-    """Logits for uint8 images (N, 28, 28, 1) in one compiled call, in chunks of
+def _predict_chunks(module: models.LeNet, params: Any, images: jax.Array,
+                    batch_size: int | None) -> tuple[jax.Array, jax.Array]:
+    """(logits, map statistics) for uint8 images (N, 28, 28, 1), in chunks of
     ``batch_size`` (default: ``EVAL_BATCH_SIZE`` for the backend, else 1,000)."""
     batch_size = batch_size or EVAL_BATCH_SIZE.get(jax.default_backend(), 1000)
     n = images.shape[0]
@@ -313,25 +311,48 @@ def predict_logits(
     padded = jnp.pad(images, ((0, chunks * batch_size - n), (0, 0), (0, 0), (0, 0)))
     padded = padded.reshape(chunks, batch_size, *images.shape[1:])
 
-    def logits_of(chunk):
-        return module.apply({"params": params}, models.preprocess(chunk, module.preset))
+    def of_chunk(chunk):
+        logits, kept = module.apply({"params": params}, models.preprocess(chunk, module.preset),
+                                    mutable=["maps"])
+        return logits, rejection.map_statistics(kept["maps"]["layers"])
 
-    return jax.lax.map(logits_of, padded).reshape(chunks * batch_size, -1)[:n]
+    outputs = jax.lax.map(of_chunk, padded)
+    return tuple(out.reshape(chunks * batch_size, -1)[:n] for out in outputs)
 
 
-def evaluate(module: models.LeNet, params: Any, split: Split | tuple) -> dict[str, float]:
-    """Mean cross-entropy and accuracy over a whole split, in one compiled call."""
+@functools.partial(jax.jit, static_argnames=("module", "batch_size"))
+def predict_logits(
+    module: models.LeNet, params: Any, images: jax.Array, batch_size: int | None = None
+) -> jax.Array:
+    """Logits for uint8 images (N, 28, 28, 1) in one compiled call (the statistics'
+    work is dropped by the compiler)."""
+    return _predict_chunks(module, params, images, batch_size)[0]
+
+
+@functools.partial(jax.jit, static_argnames=("module", "batch_size"))
+def predict(
+    module: models.LeNet, params: Any, images: jax.Array, batch_size: int | None = None
+) -> tuple[jax.Array, jax.Array]:
+    """(logits, the map statistics the rejection rule reads) in one compiled call."""
+    return _predict_chunks(module, params, images, batch_size)
+
+
+def evaluate(module: models.LeNet, params: Any, split: Split | tuple) -> dict:
+    """Mean cross-entropy, accuracy and each image's map statistics (for the rejection
+    rule) over a whole split, in one compiled call."""
     images, labels = split if isinstance(split, tuple) else (split.images, split.labels)
-    loss, accuracy = _loss_and_accuracy(module, params, jnp.asarray(images), jnp.asarray(labels))
-    return {"loss": float(loss), "accuracy": float(accuracy)}
+    loss, accuracy, statistics = _evaluation(module, params, jnp.asarray(images),
+                                             jnp.asarray(labels))
+    return {"loss": float(loss), "accuracy": float(accuracy),
+            "statistics": np.asarray(statistics)}
 
 
 @functools.partial(jax.jit, static_argnames="module")
-def _loss_and_accuracy(module: models.LeNet, params: Any, images: jax.Array,
-                       labels: jax.Array) -> tuple[jax.Array, jax.Array]:
-    logits = predict_logits(module, params, images)
+def _evaluation(module: models.LeNet, params: Any, images: jax.Array,
+                labels: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    logits, statistics = _predict_chunks(module, params, images, None)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-    return loss, jnp.mean(jnp.argmax(logits, -1) == labels)
+    return loss, jnp.mean(jnp.argmax(logits, -1) == labels), statistics
 
 
 def to_device(split: Split, mesh: Mesh | None = None) -> tuple[jax.Array, jax.Array]:
@@ -453,17 +474,22 @@ def _train_epoch(run: _Run, run_epoch: EpochRunner, state: TrainState, epoch: in
     }
 
 
-def _evaluate_splits(run: _Run, state: TrainState) -> dict:
-    """Validation (if held out) and test metrics, and the one that selects runs/best."""
-    record = {}
+def _evaluate_splits(run: _Run, state: TrainState) -> tuple[dict, rejection.Rule | None]:
+    """Validation (if held out) and test metrics, the one that selects runs/best, and the
+    "not a digit" rule fitted on the validation slice (None without one)."""
+    record, rule = {}, None
     if run.val is not None:
         val = evaluate(state.module, state.params, run.val)
         record |= {"val_loss": val["loss"], "val_accuracy": val["accuracy"]}
+        rule = rejection.fit(val["statistics"], np.asarray(run.val[1]))
     test = evaluate(state.module, state.params, run.test)
-    return record | {"test_loss": test["loss"], "test_accuracy": test["accuracy"]}
+    record |= {"test_loss": test["loss"], "test_accuracy": test["accuracy"]}
+    if rule is not None:
+        record["test_rejected"] = float(rule.rejects(test["statistics"]).mean())
+    return record, rule
 
 
-def _metadata(run: _Run, record: dict) -> dict:
+def _metadata(run: _Run, record: dict, rule: rejection.Rule | None) -> dict:
     """What a checkpoint carries so that it restores and evaluates on its own."""
     preset = models.get_preset(run.config.preset)
     selection_split = "validation" if run.val is not None else "test"
@@ -479,6 +505,7 @@ def _metadata(run: _Run, record: dict) -> dict:
         "loop": run.config.loop,
         "metrics": record,
         "selection_split": selection_split,
+        "rejection": rule.to_json() if rule is not None else None,
         checkpoint.SELECTION_METRIC: record["val_accuracy" if run.val is not None
                                             else "test_accuracy"],
     }
@@ -528,10 +555,11 @@ def train_and_evaluate(
         for epoch in range(start_epoch, config.epochs):
             with phase("work"):
                 state, record = _train_epoch(run, run_epoch, state, epoch, bar.update)
-                record |= _evaluate_splits(run, state) | {"compile_seconds": compile_seconds}
+                scores, rule = _evaluate_splits(run, state)
+                record |= scores | {"compile_seconds": compile_seconds}
             with phase("save"):
                 run.checkpoints.save(epoch + 1, state.params, state.opt_state,
-                                     _metadata(run, record))
+                                     _metadata(run, record, rule))
                 metrics_log.append(record)
                 checkpoint.point_workdir_best(run.run_dir.parent, run.run_dir)
             log(_epoch_line(record, config.epochs))

@@ -235,5 +235,5 @@ def test_two_epochs_compile_seven_programs_and_nothing_per_epoch(tiny_dataset, t
     assert collections.Counter(requested) == {
         "jit(_init_key)": 1, "jit(_init_params)": 1, "jit(_with_optimizer)": 1,
         "jit(_plan)": 1, "jit(train_epoch_scan)": 1,
-        "jit(_loss_and_accuracy)": 2,  # validation and test: two shapes
+        "jit(_evaluation)": 2,  # validation and test: two shapes
     }, requested

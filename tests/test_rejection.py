@@ -1,0 +1,118 @@
+"""The "not a digit" rule: its statistics, its fit, how it travels with a checkpoint, and
+what evaluate.py says with it and without it."""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import run_cli
+from PIL import Image
+
+from lenet_jax import checkpoint, evaluation, models, rejection, training
+
+
+def _two_gaussians(n=4000, dims=6, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, n)
+    mixing = rng.normal(size=(dims, dims))
+    statistics = rng.normal(size=(n, dims)) @ mixing + 5.0 * labels[:, None]
+    return statistics, labels, mixing
+
+
+def test_rule_is_the_mahalanobis_distance_to_the_nearest_class_mean():
+    statistics, labels, mixing = _two_gaussians()
+    rule = rejection.fit(statistics, labels)
+    means = np.stack([statistics[labels == k].mean(0) for k in (0, 1)])
+    centred = statistics - means[labels]
+    covariance = centred.T @ centred / len(statistics)
+    shrunk = 0.99 * covariance + 0.01 * np.trace(covariance) / 6 * np.eye(6)
+    point = statistics[:5]
+    expected = [min(float((p - m) @ np.linalg.solve(shrunk, p - m)) for m in means)
+                for p in point]
+    np.testing.assert_allclose(rule.distance(point), expected, rtol=1e-8)
+    # The threshold is the validation quantile: 0.5% of these digits, and far points out.
+    assert np.mean(rule.rejects(statistics)) == pytest.approx(1 - rejection.QUANTILE, abs=1e-3)
+    far = means[0] + 8 * mixing[0]  # 8 standard deviations along a real direction
+    assert rule.rejects(far[None])[0] and not rule.rejects(means)[0]
+
+
+def test_rule_round_trips_through_json_metadata_and_damage_is_an_error():
+    statistics, labels, _ = _two_gaussians()
+    rule = rejection.fit(statistics, labels)
+    metadata = json.loads(json.dumps({"rejection": rule.to_json()}))
+    restored = rejection.from_metadata(metadata)
+    np.testing.assert_array_equal(restored.distance(statistics), rule.distance(statistics))
+    assert restored.threshold == rule.threshold
+    assert rejection.from_metadata({"preset": "original"}) is None  # saved before the rule
+    metadata["rejection"]["precision"] = [[1.0, 2.0]]
+    with pytest.raises(rejection.RuleError, match=r"shapes \(2, 6\) and \(1, 2\)"):
+        rejection.from_metadata(metadata)
+    del metadata["rejection"]["means"]
+    with pytest.raises(rejection.RuleError, match="damaged"):
+        rejection.from_metadata(metadata)
+
+
+def test_map_statistics_are_each_maps_mean_and_std(trained_original, tiny_dataset):
+    params, _ = checkpoint.restore_for_inference(trained_original / "best")
+    module, _ = models.create_model("original")
+    images = tiny_dataset.test.images[:5]
+    _, statistics = training.predict(module, params, images)
+    x = models.preprocess(images, module.preset)
+    _, kept = module.apply({"params": params}, x, mutable=["maps"])
+    c3 = np.asarray(kept["maps"]["layers"]["C3"])
+    assert statistics.shape == (5, 2 * (6 + 6 + 16 + 16))
+    # C3's 16 means follow C1's and S2's 2 x 6; its 16 standard deviations follow them.
+    np.testing.assert_allclose(statistics[:, 24:40], c3.mean((1, 2)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(statistics[:, 40:56], c3.std((1, 2)), rtol=1e-4, atol=1e-6)
+
+
+def test_training_saves_the_rule_fitted_on_the_validation_slice(trained_original,
+                                                                tiny_dataset):
+    """The checkpoint's rule is the fit of the validation slice (the last 104 of the tiny
+    train split) under the saved params, and the logged rate is its test rejection."""
+    predictor = evaluation.Predictor.load(trained_original / "best")
+    val = tiny_dataset.train.take(slice(-104, None))
+    _, val_statistics = training.predict(predictor.module, predictor.params, val.images)
+    refit = rejection.fit(val_statistics, val.labels)
+    np.testing.assert_allclose(predictor.rule.means, refit.means, rtol=1e-5, atol=1e-6)
+    assert predictor.rule.threshold == pytest.approx(refit.threshold, rel=1e-3)
+    _, test_statistics = training.predict(predictor.module, predictor.params,
+                                          tiny_dataset.test.images)
+    logged = predictor.metadata["metrics"]["test_rejected"]
+    assert logged == pytest.approx(predictor.rule.rejects(test_statistics).mean(), abs=1e-9)
+
+
+def _noise_png(path, seed=0):
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (40, 40), dtype=np.uint8)).save(path)
+
+
+def test_cli_says_not_a_digit_for_noise(trained_original, tmp_path):
+    noise = tmp_path / "noise.png"
+    _noise_png(noise)
+    result = run_cli("evaluate.py", "--ckpt", str(trained_original / "best"), "--image",
+                     str(noise), str(noise), "--json")
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["rejected"] for r in records] == [True, True]
+    line = evaluation.Answer(evaluation.top_k(np.eye(10)[7] * 0.31, tuple("0123456789")), True)
+    assert str(line) == "not a digit (closest: 7, 31%)"
+
+
+def test_checkpoint_saved_before_the_rule_evaluates_without_rejection(trained_original,
+                                                                      tmp_path):
+    """A checkpoint whose metadata has no rule (as every one saved before it) still
+    predicts; evaluate.py says once that nothing is rejected, and JSON says null."""
+    predictor = evaluation.Predictor.load(trained_original / "best")
+    old_metadata = {k: v for k, v in predictor.metadata.items() if k != "rejection"}
+    old = checkpoint.RunCheckpoints(tmp_path / "old")
+    old.save(1, predictor.params, {"count": np.zeros((), np.int32)}, old_metadata)
+    old.close()
+    noise = tmp_path / "noise.png"
+    _noise_png(noise)
+    result = run_cli("evaluate.py", "--ckpt", str(tmp_path / "old" / "best"), "--image",
+                     str(noise), "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["rejected"] is None
+    notes = [x for x in result.stderr.splitlines() if x.startswith("evaluate.py: note")]
+    assert len(notes) == 1 and "carries no 'not a digit' rule" in notes[0]
