@@ -16,6 +16,8 @@ from PIL import Image, UnidentifiedImageError
 from lenet_jax import models, rejection
 from lenet_jax.training import EVAL_BATCH_SIZE, predict
 
+# Larger than any camera's photo, small enough that decoding one stays well under 1 GB.
+PIXEL_BUDGET = 50_000_000
 MNIST_BOX = 20  # MNIST digits are scaled to fit 20x20, then centred by mass in 28x28
 
 
@@ -248,9 +250,10 @@ def image_files(paths: list[str]) -> tuple[list[Path], list[str]]:
 def predict_images(module: models.LeNet, params,
                    images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(class probabilities (N, classes), map statistics for the rejection rule) for
-    uint8 images in one compiled call; the batch is padded to whole evaluation chunks,
-    so any count up to a chunk is one program."""
+    uint8 images in one compiled call; the batch is padded to a power of two up to an
+    evaluation chunk, then to whole chunks: few programs, and one picture costs one."""
     chunk = EVAL_BATCH_SIZE.get(jax.default_backend(), 1000)
+    chunk = min(chunk, 1 << (len(images) - 1).bit_length())
     padded = np.zeros((-(-len(images) // chunk) * chunk, *images.shape[1:]), np.uint8)
     padded[:len(images)] = images
     logits, statistics = predict(module, params, jax.numpy.asarray(padded), chunk)
@@ -321,15 +324,7 @@ def mnist_like(source: str | Path | bytes) -> np.ndarray:
     (aspect kept) and placed so its centre of mass is the centre of a 28x28 field.
     """
     path = "the image" if isinstance(source, bytes) else source
-    if not isinstance(source, bytes) and not Path(source).is_file():
-        raise ImageError(f"{path}: no such file")
-    try:
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as picture:
-            picture.load()
-            gray = picture.convert("L") if picture.mode != "RGBA" else _flatten_alpha(picture)
-    except (OSError, UnidentifiedImageError, ValueError) as err:
-        raise ImageError(f"{path}: not a readable image ({type(err).__name__})") from None
-    pixels = np.asarray(gray, np.float32)
+    pixels = _gray_pixels(source, path)
     border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
     if np.median(border) > 127:  # dark ink on a light background
         pixels = 255.0 - pixels
@@ -352,6 +347,30 @@ def mnist_like(source: str | Path | bytes) -> np.ndarray:
     left = int(np.clip(round(14 - centre_c), 0, 28 - digit.shape[1]))
     field[top:top + digit.shape[0], left:left + digit.shape[1]] = digit
     return np.clip(field, 0, 255).astype(np.uint8)[..., None]
+
+
+def _gray_pixels(source: str | Path | bytes, path: str | Path) -> np.ndarray:
+    """The picture's gray levels as float32 (H, W); ``ImageError`` if it cannot be read."""
+    if not isinstance(source, bytes) and not Path(source).is_file():
+        raise ImageError(f"{path}: no such file")
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as picture:
+            _check_pixel_budget(picture, path)
+            picture.load()
+            gray = picture.convert("L") if picture.mode != "RGBA" else _flatten_alpha(picture)
+    except ImageError:
+        raise
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as err:
+        raise ImageError(f"{path}: not a readable image ({type(err).__name__})") from None
+    return np.asarray(gray, np.float32)
+
+
+def _check_pixel_budget(picture: Image.Image, path: str | Path) -> None:
+    """Refuse a picture over ``PIXEL_BUDGET`` from its header, before decoding it."""
+    width, height = picture.size
+    if width * height > PIXEL_BUDGET:
+        raise ImageError(f"{path}: {width}x{height} pixels is over the budget of "
+                         f"{PIXEL_BUDGET // 1_000_000} megapixels")
 
 
 def _flatten_alpha(picture: Image.Image) -> Image.Image:

