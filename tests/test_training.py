@@ -184,12 +184,13 @@ def test_original_learns_real_mnist_in_one_epoch():
 
 
 @pytest.mark.slow
-def test_original_reaches_the_papers_accuracy_in_ten_epochs(tmp_path):
+def test_ten_epochs_of_original_reach_the_papers_accuracy_and_reject_non_digits(tmp_path):
     """The README's figure, end to end through both CLIs: 10 epochs of `original` with its
     recipe (measured 99.25%; the paper: 99.05% without distortions, 99.2% with), and
     evaluate.py on runs/best reporting the same test accuracy."""
     from conftest import run_cli
 
+    from lenet_jax.rejection import non_digit_pictures
     from lenet_jax.reporting import read_metrics
 
     run = run_cli("train.py", "--epochs", "10", "--variant", "original", "--no-progress",
@@ -207,6 +208,18 @@ def test_original_reaches_the_papers_accuracy_in_ten_epochs(tmp_path):
     report = json.loads(run.stdout.strip().splitlines()[-1])
     assert any(report["accuracy"] == pytest.approx(t, abs=1e-6) for t in best_tests), (
         report["accuracy"], best_tests)
+    # "Not a digit": at most 1% of the test digits, at least 90% of non-digits generated
+    # here (another seed than the report's), each a PNG file read by --image.
+    assert report["rejected"] <= 0.01, report["rejected"]
+    folder = tmp_path / "non-digits"
+    folder.mkdir()
+    for n, (kind, picture) in enumerate(non_digit_pictures(seed=1)):
+        picture.save(folder / f"{n:02d}-{kind}.png")
+    run = run_cli("evaluate.py", "--ckpt", str(tmp_path / "best"), "--image", str(folder),
+                  "--json")
+    assert run.returncode == 0, run.stderr[-2000:]
+    rejected = [json.loads(line)["rejected"] for line in run.stdout.splitlines()]
+    assert len(rejected) == 90 and sum(rejected) >= 81, sum(rejected)
 
 
 def test_two_epochs_compile_seven_programs_and_nothing_per_epoch(tiny_dataset, tmp_path):
