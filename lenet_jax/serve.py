@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 MAX_BODY_BYTES = 1 << 20  # 1 MiB: a drawn 280x280 PNG is ~10 KB
+DISCARD_LIMIT = 64 << 20  # a larger refused body is not read: the connection just closes
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
 
 
@@ -102,11 +103,19 @@ class Handler(BaseHTTPRequestHandler):
             self._error(HTTPStatus.LENGTH_REQUIRED, "send the picture with a Content-Length")
             return None
         if length > MAX_BODY_BYTES:
-            self.close_connection = True  # the body is not read: drop the connection
+            self._discard(length)
+            self.close_connection = True
             self._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                         f"the picture is {length} bytes; the limit is {MAX_BODY_BYTES}")
             return None
         return self.rfile.read(length)
+
+    def _discard(self, length: int) -> None:
+        """Read and drop up to ``DISCARD_LIMIT`` bytes of a refused body, so that the
+        client, still sending, reads the 413 instead of a broken pipe."""
+        left = min(length, DISCARD_LIMIT)
+        while left > 0 and (chunk := self.rfile.read(min(left, 1 << 16))):
+            left -= len(chunk)
 
     def _not_allowed(self) -> None:
         self._error(HTTPStatus.METHOD_NOT_ALLOWED, f"{self.command} is not supported here")

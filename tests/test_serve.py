@@ -55,7 +55,7 @@ def test_server_answers_as_evaluate_image_does_and_survives_bad_requests(trained
             "C1": (6, 28, 28), "S2": (6, 14, 14), "C3": (16, 10, 10), "S4": (16, 5, 5)}
         np.testing.assert_allclose(answer["maps"]["C3"][4], drawn["C3"][..., 4], atol=1e-4)
         bad = {"not an image": ("/predict", b"hello", None, 400, "not a readable image"),
-               "over 1 MiB": ("/predict", b"\0" * (1 << 20 | 1), None, 413, "the limit is"),
+               "over 1 MiB": ("/predict", b"\0" * (3 << 20), None, 413, "the limit is"),
                "GET on the endpoint": ("/predict", None, None, 405, "use POST"),
                "PUT": ("/predict", b"x", "PUT", 405, "PUT is not supported"),
                "unknown path": ("/nowhere", None, None, 404, "no such path: /nowhere"),
