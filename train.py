@@ -99,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     except (data.DataError, CheckpointError, config.ConfigError) as err:
         return fail(str(err))
+    except training.RunFinished as finished:
+        print(f"train.py: {finished}")
+        return 0
     except training.TrainingDivergedError as err:
         return fail(f"{err}; stopped, the last good checkpoint is kept in {run_dir}",
                     EXIT_DIVERGED)

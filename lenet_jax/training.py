@@ -45,6 +45,15 @@ class TrainingDivergedError(RuntimeError):
         self.step, self.epoch = step, epoch
 
 
+class RunFinished(Exception):  # noqa: N818 (an outcome, not an error)
+    """``--resume`` of a run that has already trained the epochs asked for."""
+
+    def __init__(self, run_dir: Path, epoch: int):
+        super().__init__(f"{run_dir} has already trained {epoch} epochs; nothing to do. To "
+                         f"train longer, resume with --epochs larger than {epoch}")
+        self.run_dir, self.epoch = run_dir, epoch
+
+
 def make_mesh(devices: int = 0, batch_size: int = 0) -> Mesh | None:
     """A 1-D mesh ("data") over the first ``devices`` devices (0: all of them, over
     every host); None when that is a single device, so nothing is sharded. The global
@@ -301,32 +310,38 @@ def _drive(
 EVAL_BATCH_SIZE = {"cpu": 128}
 
 
-def _predict_chunks(module: models.LeNet, params: Any, images: jax.Array,
-                    batch_size: int | None) -> tuple[jax.Array, jax.Array]:
-    """(logits, map statistics) for uint8 images (N, 28, 28, 1), in chunks of
-    ``batch_size`` (default: ``EVAL_BATCH_SIZE`` for the backend, else 1,000)."""
+def _in_chunks(of_chunk: Callable, images: jax.Array, batch_size: int | None) -> Any:
+    """``of_chunk`` over uint8 images (N, 28, 28, 1) in chunks of ``batch_size`` (default:
+    ``EVAL_BATCH_SIZE`` for the backend, else 1,000), as one ``lax.map``; its outputs
+    (arrays of one row per image) joined back to N rows."""
     batch_size = batch_size or EVAL_BATCH_SIZE.get(jax.default_backend(), 1000)
     n = images.shape[0]
     chunks = math.ceil(n / batch_size)
     padded = jnp.pad(images, ((0, chunks * batch_size - n), (0, 0), (0, 0), (0, 0)))
     padded = padded.reshape(chunks, batch_size, *images.shape[1:])
-
-    def of_chunk(chunk):
-        logits, kept = module.apply({"params": params}, models.preprocess(chunk, module.preset),
-                                    mutable=["maps"])
-        return logits, rejection.map_statistics(kept["maps"]["layers"])
-
     outputs = jax.lax.map(of_chunk, padded)
-    return tuple(out.reshape(chunks * batch_size, -1)[:n] for out in outputs)
+    return jax.tree.map(lambda out: out.reshape(chunks * batch_size, -1)[:n], outputs)
 
 
 @functools.partial(jax.jit, static_argnames=("module", "batch_size"))
 def predict_logits(
     module: models.LeNet, params: Any, images: jax.Array, batch_size: int | None = None
 ) -> jax.Array:
-    """Logits for uint8 images (N, 28, 28, 1) in one compiled call (the statistics'
-    work is dropped by the compiler)."""
-    return _predict_chunks(module, params, images, batch_size)[0]
+    """Logits for uint8 images (N, 28, 28, 1) in one compiled call, in chunks."""
+    def of_chunk(chunk):
+        return module.apply({"params": params}, models.preprocess(chunk, module.preset))
+
+    return _in_chunks(of_chunk, images, batch_size)
+
+
+def _logits_and_statistics(module: models.LeNet, params: Any, images: jax.Array,
+                           batch_size: int | None) -> tuple[jax.Array, jax.Array]:
+    def of_chunk(chunk):
+        logits, kept = module.apply({"params": params}, models.preprocess(chunk, module.preset),
+                                    mutable=["maps"])
+        return logits, rejection.map_statistics(kept["maps"]["layers"])
+
+    return _in_chunks(of_chunk, images, batch_size)
 
 
 @functools.partial(jax.jit, static_argnames=("module", "batch_size"))
@@ -334,7 +349,7 @@ def predict(
     module: models.LeNet, params: Any, images: jax.Array, batch_size: int | None = None
 ) -> tuple[jax.Array, jax.Array]:
     """(logits, the map statistics the rejection rule reads) in one compiled call."""
-    return _predict_chunks(module, params, images, batch_size)
+    return _logits_and_statistics(module, params, images, batch_size)
 
 
 def evaluate(module: models.LeNet, params: Any, split: Split | tuple) -> dict:
@@ -350,7 +365,7 @@ def evaluate(module: models.LeNet, params: Any, split: Split | tuple) -> dict:
 @functools.partial(jax.jit, static_argnames="module")
 def _evaluation(module: models.LeNet, params: Any, images: jax.Array,
                 labels: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    logits, statistics = _predict_chunks(module, params, images, None)
+    logits, statistics = _logits_and_statistics(module, params, images, None)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
     return loss, jnp.mean(jnp.argmax(logits, -1) == labels), statistics
 
@@ -445,7 +460,11 @@ def _initial_state(run: _Run, resume: bool, log: Callable[[str], None]) -> tuple
     state = create_train_state(config, steps_per_epoch(run.num_train, config.batch_size))
     if not resume or run.checkpoints.latest_epoch() is None:
         return replicated(run.mesh, state), 0
-    _check_resumable(run.checkpoints.restore_latest()[2], config)
+    saved = run.checkpoints.restore_latest()[2]
+    _check_resumable(saved, config)
+    if saved["epoch"] >= config.epochs:
+        run.checkpoints.close()
+        raise RunFinished(run.run_dir, saved["epoch"])
     params, opt_state, saved = run.checkpoints.restore_latest(
         checkpoint.abstract_on_this_device(state.params),
         checkpoint.abstract_on_this_device(state.opt_state),
@@ -537,7 +556,9 @@ def train_and_evaluate(
     config: TrainConfig, dataset: Dataset, run_dir: Path, resume: bool = False,
     progress: bool = True, log: Callable[[str], None] = _log_to_terminal,
 ) -> dict:
-    """Train ``config.epochs`` epochs, checkpointing each; returns the last epoch's record."""
+    """Train ``config.epochs`` epochs, checkpointing each; returns the last epoch's record.
+    Resuming a run that already has ``config.epochs`` raises ``RunFinished``, having
+    written nothing."""
     run = _set_up(config, dataset, Path(run_dir), log)
     config = run.config
     with phase("init"):

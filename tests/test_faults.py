@@ -14,7 +14,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, run_main
 
 from lenet_jax import checkpoint, data, training
 from lenet_jax.reporting import read_metrics
@@ -28,13 +28,7 @@ def _one_error_line(result, prefix="train.py: error:"):
 
 
 def _train_main(capsys, *argv):
-    """train.py's main in this process: its exit code and captured output, as a
-    subprocess would give them (the process-level path is tested below)."""
-    import train
-
-    code = train.main(list(argv))
-    out, err = capsys.readouterr()
-    return subprocess.CompletedProcess(argv, code, out, err)
+    return run_main("train", capsys, *argv)
 
 
 @pytest.mark.parametrize(
@@ -163,6 +157,21 @@ def test_resuming_another_presets_run_is_refused_and_untouched(trained_original)
     assert _tree_digest(run_dir) == before
 
 
+def test_resuming_a_finished_run_says_so_exits_0_and_changes_nothing(trained_original,
+                                                                    capsys):
+    run_dir = trained_original / "original"
+    before = _tree_digest(run_dir)
+    result = _train_main(capsys, "--variant", "original", "--epochs", "2", "--val-size", "104",
+                         "--workdir", str(trained_original), "--name", "original", "--resume",
+                         "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == (
+        f"train.py: {run_dir} has already trained 2 epochs; nothing to do. To train longer, "
+        "resume with --epochs larger than 2")
+    assert "Traceback" not in result.stderr
+    assert _tree_digest(run_dir) == before
+
+
 def test_checkpoint_with_other_shapes_is_one_line(trained_original, tmp_path):
     step = tmp_path / "best" / "2"
     shutil.copytree(trained_original / "original" / "checkpoints" / "2", step)
@@ -175,15 +184,17 @@ def test_checkpoint_with_other_shapes_is_one_line(trained_original, tmp_path):
     assert f"cannot restore {step}" in line
 
 
-def test_evaluate_never_writes_into_a_checkpoint(trained_original):
-    best = (trained_original / "original" / "best").resolve()
+def test_evaluate_never_writes_into_a_checkpoint(trained_original, tmp_path, capsys):
+    workdir = tmp_path / "runs"
+    shutil.copytree(trained_original, workdir, symlinks=True)  # evaluate writes <run>/eval
+    best = (workdir / "original" / "best").resolve()
     before = _tree_digest(best)
-    result = run_cli("evaluate.py", "--ckpt", str(trained_original / "best"), "--json")
+    result = run_main("evaluate", capsys, "--ckpt", str(workdir / "best"), "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert sum(map(sum, report["confusion_matrix"])) == 10_000  # the real MNIST test set
-    assert (trained_original / "original" / "eval" / "metrics.json").exists()
-    inside = run_cli("evaluate.py", "--ckpt", str(best), "--out", str(best / "eval"))
+    assert (workdir / "original" / "eval" / "metrics.json").exists()
+    inside = run_main("evaluate", capsys, "--ckpt", str(best), "--out", str(best / "eval"))
     assert "is inside the checkpoint" in _one_error_line(inside, "evaluate.py: error:")
     assert _tree_digest(best) == before
 

@@ -2,10 +2,11 @@
 what evaluate.py says with it and without it."""
 
 import json
+import re
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import run_main
 from PIL import Image
 
 from lenet_jax import checkpoint, evaluation, models, rejection, training
@@ -87,20 +88,34 @@ def _noise_png(path, seed=0):
     Image.fromarray(rng.integers(0, 256, (40, 40), dtype=np.uint8)).save(path)
 
 
-def test_cli_says_not_a_digit_for_noise(trained_original, tmp_path):
+def _evaluate_main(capsys, *argv):
+    result = run_main("evaluate", capsys, *argv)
+    return result.returncode, result.stdout, result.stderr
+
+
+def test_cli_says_not_a_digit_for_noise(trained_original, tmp_path, capsys):
     noise = tmp_path / "noise.png"
     _noise_png(noise)
-    result = run_cli("evaluate.py", "--ckpt", str(trained_original / "best"), "--image",
-                     str(noise), str(noise), "--json")
-    assert result.returncode == 0, result.stderr
-    records = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [r["rejected"] for r in records] == [True, True]
-    line = evaluation.Answer(evaluation.top_k(np.eye(10)[7] * 0.31, tuple("0123456789")), True)
-    assert str(line) == "not a digit (closest: 7, 31%)"
+    code, out, err = _evaluate_main(capsys, "--ckpt", str(trained_original / "best"),
+                                    "--image", str(noise), "--json")
+    assert code == 0, err
+    assert json.loads(out)["rejected"] is True
+    code, out, err = _evaluate_main(capsys, "--ckpt", str(trained_original / "best"),
+                                    "--image", str(noise))
+    assert re.fullmatch(rf"{re.escape(str(noise))}: not a digit \(closest: \d, \d+%\)\n", out)
+
+
+def test_answer_reads_not_a_digit_with_the_closest_class():
+    names = tuple("0123456789")
+    refused = evaluation.Answer(evaluation.top_k(np.eye(10)[7] * 0.31, names), True)
+    assert str(refused) == "not a digit (closest: 7, 31%)"
+    assert refused.to_json()["rejected"] is True
+    kept = evaluation.Answer(evaluation.top_k(np.array([.1, .6, .3] + [0] * 7), names), False)
+    assert str(kept) == "1 60.0%, 2 30.0%, 0 10.0%"
 
 
 def test_checkpoint_saved_before_the_rule_evaluates_without_rejection(trained_original,
-                                                                      tmp_path):
+                                                                      tmp_path, capsys):
     """A checkpoint whose metadata has no rule (as every one saved before it) still
     predicts; evaluate.py says once that nothing is rejected, and JSON says null."""
     predictor = evaluation.Predictor.load(trained_original / "best")
@@ -110,9 +125,9 @@ def test_checkpoint_saved_before_the_rule_evaluates_without_rejection(trained_or
     old.close()
     noise = tmp_path / "noise.png"
     _noise_png(noise)
-    result = run_cli("evaluate.py", "--ckpt", str(tmp_path / "old" / "best"), "--image",
-                     str(noise), "--json")
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["rejected"] is None
-    notes = [x for x in result.stderr.splitlines() if x.startswith("evaluate.py: note")]
+    code, out, err = _evaluate_main(capsys, "--ckpt", str(tmp_path / "old" / "best"),
+                                    "--image", str(noise), "--json")
+    assert code == 0, err
+    assert json.loads(out)["rejected"] is None
+    notes = [x for x in err.splitlines() if x.startswith("evaluate.py: note")]
     assert len(notes) == 1 and "carries no 'not a digit' rule" in notes[0]

@@ -91,6 +91,7 @@ def test_exported_artefact_reloads_without_model_code_and_matches(trained_origin
         np.testing.assert_allclose(np.load(f"{path}.out.npy"), expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow  # importing TensorFlow alone takes seconds
 def test_savedmodel_matches(trained_original, tiny_dataset, tmp_path):
     import tensorflow as tf
 

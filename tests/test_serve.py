@@ -1,11 +1,14 @@
 """The draw-a-digit server as a user meets it: a real process on a free port, its JSON
 endpoint, its bad requests, a load of 200 requests, and the page in headless Chromium."""
 
+import contextlib
 import http.client
 import io
 import json
 import os
 import shutil
+import socket
+import threading
 import urllib.error
 import urllib.request
 from urllib.parse import urlsplit
@@ -38,6 +41,22 @@ def _bar_png(width=280) -> bytes:
     return encoded.getvalue()
 
 
+@contextlib.contextmanager
+def _server_thread(predictor):
+    """``serve.make_server`` on a free port of 127.0.0.1, serving from a thread of this
+    process (the real process is started by the slow tests and ``serving``)."""
+    from lenet_jax import serve
+
+    server = serve.make_server(predictor, "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_server_answers_as_evaluate_image_does_and_survives_bad_requests(trained_original):
     """POST /predict gives the Predictor's own answer and explain's maps; each bad request
     gets its 4xx JSON error, and the server answers the next good one."""
@@ -45,8 +64,7 @@ def test_server_answers_as_evaluate_image_does_and_survives_bad_requests(trained
     predictor = evaluation.Predictor.load(trained_original / "best")
     expected = predictor.answer(evaluation.mnist_like(picture)[None])[0]
     drawn = explain.panels(predictor.module, predictor.params, evaluation.mnist_like(picture))
-    with serving(trained_original / "best") as url:
-        assert urlsplit(url).hostname == "127.0.0.1"
+    with _server_thread(predictor) as url:
         status, answer = _request(url, "/predict", picture)
         assert status == 200
         assert answer["top3"] == expected.to_json()["top3"]
@@ -86,16 +104,25 @@ def _post_without_length(url: str) -> int:
     return status
 
 
-def test_server_refuses_bad_flags_and_checkpoints_in_one_line(trained_original, tmp_path):
-    for flags, message in [
-        (["--ckpt", str(trained_original / "best"), "--port", "70000"],
-         "--port must be in [0, 65535], got 70000"),
-        (["--ckpt", str(tmp_path / "missing")], f"checkpoint path {tmp_path / 'missing'} "
-                                                  "does not exist"),
-    ]:
-        result = run_cli("-m", "lenet_jax.serve", *flags)
-        assert result.returncode == 2
-        assert result.stderr.strip().splitlines() == [f"lenet_jax.serve: error: {message}"]
+def test_server_refuses_bad_flags_checkpoints_and_a_busy_port_in_one_line(
+        trained_original, tmp_path, capsys):
+    from lenet_jax import serve
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        for flags, message in [
+            (["--ckpt", str(trained_original / "best"), "--port", "70000"],
+             "--port must be in [0, 65535], got 70000"),
+            (["--ckpt", str(tmp_path / "missing")],
+             f"checkpoint path {tmp_path / 'missing'} does not exist"),
+            (["--ckpt", str(trained_original / "best"), "--port", str(port)],
+             f"cannot listen on 127.0.0.1:{port}: Address already in use"),
+        ]:
+            assert serve.main(flags) == 2
+            out, err = capsys.readouterr()
+            assert err.splitlines() == [f"lenet_jax.serve: error: {message}"] and out == ""
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +140,7 @@ def mnist_run(tmp_path_factory):
 @pytest.mark.slow
 def test_load_of_200_requests_from_8_threads_is_all_answered(mnist_run, tmp_path):
     with serving(mnist_run / "best") as url:
+        assert urlsplit(url).hostname == "127.0.0.1"  # the default: this machine only
         result = run_cli(str(ROOT / "benchmarks" / "serve_latency.py"), "--url", url,
                          "--requests", "200", "--threads", "8", "--json",
                          str(tmp_path / "load.json"))

