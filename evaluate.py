@@ -1,7 +1,8 @@
 """Evaluate a checkpoint: ``python evaluate.py --ckpt runs/best``, or predict digits in
 your own pictures: ``python evaluate.py --ckpt runs/best --image a.png b.jpg``.
 
-Exit codes: 0 done, 2 bad input (flags, checkpoint, data, an unreadable image).
+Exit codes (``lenet_jax.cli``): 0 done, 2 bad input (flags, checkpoint, data, an
+unreadable image: the others are still predicted), 4 a write failed.
 """
 
 from __future__ import annotations
@@ -12,13 +13,12 @@ import logging
 import sys
 from pathlib import Path
 
-from lenet_jax import runtime
-
-EXIT_USAGE = 2
+from lenet_jax import cli, runtime
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Report on a trained LeNet checkpoint.")
+    parser = cli.ArgumentParser(prog="evaluate.py",
+                                description="Report on a trained LeNet checkpoint.")
     parser.add_argument("--ckpt", required=True,
                         help="runs/best, a run directory (its latest epoch) or a step directory")
     parser.add_argument("--split", choices=("test", "train"), default="test")
@@ -42,8 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def fail(message: str) -> int:
-    print(f"evaluate.py: error: {message}", file=sys.stderr)
-    return EXIT_USAGE
+    return cli.fail("evaluate.py", message)
 
 
 def predict_files(args: argparse.Namespace, predictor, out_dir: Path) -> int:
@@ -62,14 +61,14 @@ def predict_files(args: argparse.Namespace, predictor, out_dir: Path) -> int:
         except evaluation.ImageError as err:
             problems.append(str(err))
     for problem in problems:
-        print(f"evaluate.py: error: {problem}", file=sys.stderr)
+        fail(problem)
     if read:
         for file, answer in zip(read, predictor.answer(np.stack(images)), strict=True):
             print(json.dumps({"file": str(file)} | answer.to_json()) if args.json
                   else f"{file}: {answer}")
         if args.explain:
             explain_files(predictor, read, images, out_dir / "explain")
-    return EXIT_USAGE if problems else 0
+    return cli.EXIT_USAGE if problems else 0
 
 
 def explain_files(predictor, files: list[Path], images: list, out_dir: Path) -> None:
@@ -87,6 +86,7 @@ def explain_files(predictor, files: list[Path], images: list, out_dir: Path) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
+    cli.tolerant_console()
     args = parse_args(argv)
     if args.batch_size is not None and args.batch_size <= 0:
         return fail(f"--batch-size must be positive, got {args.batch_size}")
@@ -109,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = Path(args.out) if args.out else predictor.step_dir.parent.parent / "eval"
     if out_dir.resolve().is_relative_to(predictor.step_dir.parent.resolve()):
         return fail(f"--out {out_dir} is inside the checkpoint; choose another directory")
+    if (not args.image or args.explain) and (problem := cli.unwritable(out_dir, "--out")):
+        return fail(problem)
     if args.image:
         with runtime.phase("work"):
             return predict_files(args, predictor, out_dir)
@@ -135,8 +137,12 @@ def evaluate_split(args: argparse.Namespace, predictor, out_dir: Path) -> int:
         report = evaluation.run(predictor.module, predictor.params, split.images,
                                 split.labels, dataset.class_names, args.batch_size,
                                 predictor.rule)
-    with runtime.phase("save"):
-        files = evaluation.save_outputs(report, split.images, out_dir, args.normalise)
+    try:
+        with runtime.phase("save"):
+            files = evaluation.save_outputs(report, split.images, out_dir, args.normalise)
+    except OSError as err:
+        return cli.fail("evaluate.py", f"cannot write to --out {out_dir}: "
+                        f"{err.strerror or err}", cli.EXIT_WRITE)
     if args.json:
         print(json.dumps(report.to_json()))
         return 0

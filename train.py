@@ -1,6 +1,7 @@
 """Train a LeNet-5 variant on MNIST: ``python train.py --epochs 10 --variant original``.
 
-Exit codes: 0 done, 2 bad input (flags, data, checkpoints), 3 diverged, 130 interrupted.
+Exit codes (``lenet_jax.cli``): 0 done, 2 bad input (flags, data, checkpoints, a run
+directory another process is training), 3 diverged, 4 a write failed, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -10,22 +11,18 @@ import logging
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
-from lenet_jax import runtime
+from lenet_jax import cli, rundir, runtime
 
 with runtime.phase("imports"):
     from lenet_jax import config, models
 
-EXIT_USAGE = 2
-EXIT_DIVERGED = 3
-EXIT_INTERRUPTED = 130
-
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     presets = "\n".join(f"  {p.name:27s} {p.description}" for p in models.PRESETS.values())
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
+        prog="train.py",
         description="Train a LeNet-5 variant with JAX/Flax and Optax Adam.",
         epilog=f"presets:\n{presets}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -54,32 +51,44 @@ def check_args(args: argparse.Namespace) -> str | None:
         return problem
     if args.resume and args.overwrite:
         return "--resume and --overwrite contradict each other; choose one"
-    workdir = Path(args.workdir)
-    try:
-        workdir.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=workdir).close()
-    except OSError as err:
-        return f"cannot write to --workdir {workdir}: {err.strerror or err}"
-    run_dir = run_dir_of(args)
+    if args.name is not None and (args.name in ("", ".", "..") or os.sep in args.name):
+        return f"--name must be a plain directory name, got {args.name!r}"
+    return cli.unwritable(args.workdir, "--workdir")
+
+
+def check_run_dir(args: argparse.Namespace, run_dir: Path) -> str | None:
+    """The run directory's problem, checked once this process holds it."""
     if run_dir.exists() and any(run_dir.iterdir()) and not (args.resume or args.overwrite):
         return (f"run directory {run_dir} already exists; pass --resume to continue it or "
                 "--overwrite to replace it")
     return None
 
 
-def fail(message: str, code: int = EXIT_USAGE) -> int:
-    print(f"train.py: error: {message}", file=sys.stderr)
-    return code
+def fail(message: str, code: int = cli.EXIT_USAGE) -> int:
+    return cli.fail("train.py", message, code)
 
 
 def main(argv: list[str] | None = None) -> int:
+    cli.tolerant_console()
     args = parse_args(argv)
     if problem := check_args(args):
         return fail(problem)
     run_dir = run_dir_of(args)
-    if args.overwrite and run_dir.exists():
-        shutil.rmtree(run_dir)
+    try:
+        with rundir.exclusive(run_dir) as note:
+            if note:
+                print(f"train.py: {note}", file=sys.stderr)
+            if problem := check_run_dir(args, run_dir):
+                return fail(problem)
+            if args.overwrite and run_dir.exists():
+                shutil.rmtree(run_dir)
+            return train(args, run_dir)
+    except rundir.RunDirectoryBusyError as err:
+        return fail(str(err))
 
+
+def train(args: argparse.Namespace, run_dir: Path) -> int:
+    """Load the data and train; every outcome is an exit code and at most one line."""
     # Heavy imports after the flags are known to be good: errors come back at once.
     with runtime.phase("imports"):
         import jax
@@ -104,10 +113,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except training.TrainingDivergedError as err:
         return fail(f"{err}; stopped, the last good checkpoint is kept in {run_dir}",
-                    EXIT_DIVERGED)
+                    cli.EXIT_DIVERGED)
+    except OSError as err:  # reads fail as DataError or CheckpointError: this is a write
+        return fail(f"cannot write to {run_dir}: {err.strerror or err}; the epochs saved "
+                    "before are kept", cli.EXIT_WRITE)
     except KeyboardInterrupt:
         print(f"train.py: interrupted; resume with --resume ({run_dir})", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return cli.EXIT_INTERRUPTED
     best = Path(args.workdir) / "best"
     print(f"done: test accuracy {100 * record['test_accuracy']:.2f}% after epoch "
           f"{record['epoch']}; checkpoints in {run_dir}, best in {os.fspath(best)}")

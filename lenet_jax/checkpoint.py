@@ -46,7 +46,7 @@ class RunCheckpoints:
 
     def __init__(self, run_dir: Path):
         self.run_dir = Path(run_dir).absolute()
-        self.manager = ocp.CheckpointManager(self.run_dir / CHECKPOINTS_DIR, options=_options())
+        self.manager = _open(self.run_dir / CHECKPOINTS_DIR, _options())
 
     def save(self, epoch: int, params: Any, opt_state: Any, metadata: dict) -> None:
         """Save epoch ``epoch``, wait until it is on disk, and point ``<run>/best`` at the
@@ -133,6 +133,9 @@ def resolve_step(path: str | os.PathLike) -> tuple[Path, int]:
     """(manager directory, step) for a step dir (``runs/best`` links to one), a manager
     dir (its latest step) or a run dir (its latest epoch)."""
     path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise CheckpointError(f"checkpoint path {path} links to {os.readlink(path)}, which "
+                              "no longer exists (was its run deleted?)")
     if not path.exists():
         raise CheckpointError(f"checkpoint path {path} does not exist")
     if not path.is_dir():
@@ -149,17 +152,29 @@ def resolve_step(path: str | os.PathLike) -> tuple[Path, int]:
 
 
 def _latest_step(manager_dir: Path) -> int | None:
-    manager = ocp.CheckpointManager(manager_dir)
+    manager = _open(manager_dir)
     try:
         return manager.latest_step()
     finally:
         manager.close()
 
 
+def _open(manager_dir: Path,
+          options: ocp.CheckpointManagerOptions | None = None) -> ocp.CheckpointManager:
+    """A ``CheckpointManager`` on ``manager_dir``; one that cannot read what is there
+    (it reads each step's metrics and metadata) is a ``CheckpointError``."""
+    try:
+        return ocp.CheckpointManager(manager_dir, options=options)
+    except Exception as err:
+        first_line = str(err).splitlines()[0] if str(err) else "unreadable"
+        raise CheckpointError(f"cannot read the checkpoints in {manager_dir}: "
+                              f"{type(err).__name__}: {first_line}") from None
+
+
 def restore_for_inference(path: str | os.PathLike) -> tuple[Any, dict]:
     """(params, metadata) from a checkpoint path alone; see ``resolve_step``."""
     manager_dir, step = resolve_step(path)
-    manager = ocp.CheckpointManager(manager_dir)
+    manager = _open(manager_dir)
     try:
         metadata = _restore(manager, step, {"metadata": ocp.args.JsonRestore()})["metadata"]
         if metadata.get("preset") not in models.PRESETS:

@@ -7,12 +7,13 @@ import dataclasses
 import io
 import json
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from lenet_jax import models, rejection
 from lenet_jax.training import EVAL_BATCH_SIZE, predict
@@ -351,22 +352,40 @@ def mnist_like(source: str | Path | bytes) -> np.ndarray:
 
 
 def _gray_pixels(source: str | Path | bytes, path: str | Path) -> np.ndarray:
-    """The picture's gray levels as float32 (H, W); ``ImageError`` if it cannot be read."""
+    """The picture's gray levels, upright as its EXIF says it is shown, as float32
+    (H, W) in [0, 255]; ``ImageError`` if it cannot be read."""
     if not isinstance(source, bytes) and not Path(source).is_file():
         raise ImageError(f"{path}: no such file")
     try:
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as picture:
-            _check_pixel_budget(picture, path)
-            picture.load()
-            gray = picture.convert("L") if picture.mode != "RGBA" else _flatten_alpha(picture)
+        with warnings.catch_warnings(action="ignore"):  # Pillow's notes on damaged files
+            return _decode(io.BytesIO(source) if isinstance(source, bytes) else source, path)
     except ImageError:
         raise
     except Image.DecompressionBombError as err:  # Pillow's own limit, at twice ~89 MP
         pixels = re.search(r"\((\d+) pixels\)", str(err))
         raise ImageError(_over_budget(path, int(pixels.group(1)) if pixels else None)) from None
-    except (OSError, UnidentifiedImageError, ValueError) as err:
+    except Exception as err:  # a decoder meeting damaged bytes may raise anything
         raise ImageError(f"{path}: not a readable image ({type(err).__name__})") from None
-    return np.asarray(gray, np.float32)
+
+
+def _decode(source: Any, path: str | Path) -> np.ndarray:
+    with Image.open(source) as picture:
+        _check_pixel_budget(picture, path)
+        picture.load()
+        return _gray(ImageOps.exif_transpose(picture))
+
+
+def _gray(picture: Image.Image) -> np.ndarray:
+    """Gray levels in [0, 255] of any mode: 16-bit and float scaled, transparency white."""
+    if picture.mode.startswith("I;16"):
+        return np.asarray(picture, np.float32) * (255 / 65535)
+    if picture.mode in ("I", "F"):
+        values = np.nan_to_num(np.asarray(picture, np.float32), nan=0, posinf=0, neginf=0)
+        high = values.max(initial=0)
+        return np.clip(values * (255 / high if high > 255 else 1), 0, 255)
+    if picture.mode in ("RGBA", "LA", "PA") or "transparency" in picture.info:
+        return np.asarray(_flatten_alpha(picture.convert("RGBA")), np.float32)
+    return np.asarray(picture.convert("L"), np.float32)
 
 
 def _check_pixel_budget(picture: Image.Image, path: str | Path) -> None:

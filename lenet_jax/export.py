@@ -16,7 +16,6 @@ Load it with nothing but JAX:
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -26,7 +25,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from lenet_jax import checkpoint, models, runtime
+from lenet_jax import checkpoint, cli, models, runtime
 
 ARTEFACT = "lenet.jax"
 PLATFORMS = ("cpu", "cuda")
@@ -78,12 +77,16 @@ def export_savedmodel(ckpt: str | Path, out_dir: str | Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Export a lenet-jax checkpoint.")
+    cli.tolerant_console()
+    parser = cli.ArgumentParser(prog="lenet_jax.export",
+                                description="Export a lenet-jax checkpoint.")
     parser.add_argument("--ckpt", required=True, help="runs/best, a run or a step directory")
     parser.add_argument("--out", default="model", help="output directory")
     parser.add_argument("--savedmodel", action="store_true",
                         help="also write a TensorFlow SavedModel (needs TensorFlow)")
     args = parser.parse_args(argv)
+    if problem := cli.unwritable(args.out, "--out"):
+        return cli.fail(parser.prog, problem)
     logging.getLogger("absl").setLevel(logging.ERROR)
     runtime.enable_compilation_cache()
     try:
@@ -93,8 +96,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.savedmodel:
             print(f"wrote {export_savedmodel(args.ckpt, args.out)}")
     except checkpoint.CheckpointError as err:
-        print(f"export: error: {err}", file=sys.stderr)
-        return 2
+        return cli.fail(parser.prog, str(err))
+    except ImportError as err:
+        return cli.fail(parser.prog, f"--savedmodel needs TensorFlow ({err})")
+    except OSError as err:
+        return cli.fail(parser.prog, f"cannot write to --out {args.out}: {err.strerror or err}",
+                        cli.EXIT_WRITE)
     return 0
 
 

@@ -5,7 +5,8 @@ endpoint, ``POST /predict``, whose body is a PNG (or JPEG) picture of a digit. I
 with the same reader, predictor and "not a digit" rule as ``evaluate.py --image``, plus
 the maps of ``lenet_jax.explain``. Standard library only (``http.server``).
 
-Exit codes: 0 stopped, 2 bad input (flags, checkpoint, a port in use), 130 interrupted.
+Exit codes (``lenet_jax.cli``): 0 stopped, 2 bad input (flags, checkpoint, a port in
+use), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -20,13 +21,15 @@ from typing import Any
 
 import numpy as np
 
+from lenet_jax import cli
+
 MAX_BODY_BYTES = 1 << 20  # 1 MiB: a drawn 280x280 PNG is ~10 KB
 DISCARD_LIMIT = 64 << 20  # a larger refused body is not read: the connection just closes
-EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Serve a draw-a-digit page for a checkpoint.")
+    parser = cli.ArgumentParser(prog="lenet_jax.serve",
+                                description="Serve a draw-a-digit page for a checkpoint.")
     parser.add_argument("--ckpt", required=True,
                         help="runs/best, a run directory (its latest epoch) or a step directory")
     parser.add_argument("--host", default="127.0.0.1",
@@ -162,6 +165,7 @@ def _warm_up_picture() -> bytes:
 
 
 def main(argv: list[str] | None = None) -> int:
+    cli.tolerant_console()
     args = parse_args(argv)
     if not 0 <= args.port <= 65535:
         return _fail(f"--port must be in [0, 65535], got {args.port}")
@@ -181,15 +185,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server.serve_forever()
     except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+        return cli.EXIT_INTERRUPTED
     finally:
         server.server_close()
     return 0
 
 
 def _fail(message: str) -> int:
-    print(f"lenet_jax.serve: error: {message}", file=sys.stderr)
-    return EXIT_USAGE
+    return cli.fail("lenet_jax.serve", message)
 
 
 if __name__ == "__main__":

@@ -48,9 +48,12 @@ class TrainingDivergedError(RuntimeError):
 class RunFinished(Exception):  # noqa: N818 (an outcome, not an error)
     """``--resume`` of a run that has already trained the epochs asked for."""
 
-    def __init__(self, run_dir: Path, epoch: int):
+    def __init__(self, run_dir: Path, epoch: int, schedule: str):
+        longer = (f"resume with --epochs larger than {epoch}" if schedule != "cosine" else
+                  f"its cosine schedule ends at epoch {epoch}, so train a new run (--name, "
+                  "or --overwrite) with more --epochs")
         super().__init__(f"{run_dir} has already trained {epoch} epochs; nothing to do. To "
-                         f"train longer, resume with --epochs larger than {epoch}")
+                         f"train longer, {longer}")
         self.run_dir, self.epoch = run_dir, epoch
 
 
@@ -464,7 +467,7 @@ def _initial_state(run: _Run, resume: bool, log: Callable[[str], None]) -> tuple
     _check_resumable(saved, config)
     if saved["epoch"] >= config.epochs:
         run.checkpoints.close()
-        raise RunFinished(run.run_dir, saved["epoch"])
+        raise RunFinished(run.run_dir, saved["epoch"], config.schedule)
     params, opt_state, saved = run.checkpoints.restore_latest(
         checkpoint.abstract_on_this_device(state.params),
         checkpoint.abstract_on_this_device(state.opt_state),

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -70,6 +71,7 @@ def test_existing_run_is_not_overwritten_without_asking(tmp_path, capsys):
     assert (run_dir / "metrics.jsonl").read_text() == "precious\n"
 
 
+@pytest.mark.slow
 def test_divergence_after_a_good_epoch_names_the_step_and_keeps_that_epoch(tiny_dataset,
                                                                          tmp_path):
     """Epoch 1 trains well; in epoch 2 a corrupt label (no such class: a NaN loss) stops
@@ -147,6 +149,52 @@ def test_kill_9_mid_epoch_then_resume_is_bit_identical(uninterrupted, tmp_path):
     assert epochs == [1, 2, 3]
 
 
+def test_a_run_directory_held_by_a_process_is_refused_naming_it(tmp_path, capsys):
+    from lenet_jax import rundir
+
+    run_dir = tmp_path / "runs" / "original"
+    with rundir.exclusive(run_dir) as note:
+        assert note is None
+        line = _one_error_line(_train_main(capsys, "--workdir", str(tmp_path / "runs"),
+                                           "--resume"))
+    assert line == (f"train.py: error: run directory {run_dir} is being trained by process "
+                    f"{os.getpid()} on {socket.gethostname()}; wait for it to finish or "
+                    "choose another --name")
+    assert not run_dir.exists()  # refused before anything was written
+    assert not (run_dir.parent / ".original.owner").exists()  # let go on leaving
+
+
+@pytest.mark.slow
+def test_second_trainer_is_refused_and_a_killed_ones_lock_is_taken_over(tmp_path):
+    """Two real train.py processes on one run directory: the second refuses at once,
+    naming the first, which trains on unharmed; after kill -9, --resume takes over."""
+    workdir = tmp_path / "runs"
+    flags = ["--variant", "relu_maxpool", "--limit-train", "2000", "--val-size", "500",
+             "--no-progress", "--workdir", str(workdir)]
+    first = subprocess.Popen([sys.executable, "train.py", *flags, "--epochs", "1000"],
+                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run_dir = workdir / "relu_maxpool"
+    deadline = time.time() + 300
+    while checkpoint.RunCheckpoints(run_dir).latest_epoch() is None:
+        assert first.poll() is None and time.time() < deadline, "epoch 1 never finished"
+        time.sleep(0.2)
+    second = run_cli("train.py", *flags, "--epochs", "2", "--resume")
+    assert _one_error_line(second) == (
+        f"train.py: error: run directory {run_dir} is being trained by process {first.pid} "
+        f"on {socket.gethostname()}; wait for it to finish or choose another --name")
+    assert first.poll() is None  # unharmed, still training
+    first.kill()
+    assert first.wait() == -signal.SIGKILL
+    saved = checkpoint.RunCheckpoints(run_dir).latest_epoch()
+    params, meta = checkpoint.restore_for_inference(run_dir)
+    assert meta["epoch"] == saved
+    third = run_cli("train.py", *flags, "--epochs", str(saved + 1), "--resume")
+    assert third.returncode == 0, third.stderr
+    assert (f"train.py: taking over {run_dir} from process {first.pid} on "
+            f"{socket.gethostname()}, which is gone") in third.stderr.splitlines()
+    assert checkpoint.RunCheckpoints(run_dir).latest_epoch() == saved + 1
+
+
 def test_resuming_another_presets_run_is_refused_and_untouched(trained_original):
     run_dir = trained_original / "original"
     before = _tree_digest(run_dir)
@@ -167,7 +215,8 @@ def test_resuming_a_finished_run_says_so_exits_0_and_changes_nothing(trained_ori
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == (
         f"train.py: {run_dir} has already trained 2 epochs; nothing to do. To train longer, "
-        "resume with --epochs larger than 2")
+        "its cosine schedule ends at epoch 2, so train a new run (--name, or --overwrite) "
+        "with more --epochs")
     assert "Traceback" not in result.stderr
     assert _tree_digest(run_dir) == before
 
@@ -184,6 +233,7 @@ def test_checkpoint_with_other_shapes_is_one_line(trained_original, tmp_path):
     assert f"cannot restore {step}" in line
 
 
+@pytest.mark.slow
 def test_evaluate_never_writes_into_a_checkpoint(trained_original, tmp_path, capsys):
     workdir = tmp_path / "runs"
     shutil.copytree(trained_original, workdir, symlinks=True)  # evaluate writes <run>/eval

@@ -111,5 +111,5 @@ def test_export_of_a_missing_checkpoint_is_one_line(tmp_path):
     result = subprocess.run([sys.executable, "-m", "lenet_jax.export", "--ckpt",
                              str(tmp_path / "nope")], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 2
-    expected = f"export: error: checkpoint path {tmp_path / 'nope'} does not exist"
+    expected = f"lenet_jax.export: error: checkpoint path {tmp_path / 'nope'} does not exist"
     assert result.stderr.strip() == expected

@@ -1,0 +1,338 @@
+"""Property-based fuzzing (hypothesis, seeded) of everything a user types or hands over:
+the flags of train.py, evaluate.py and export, the image reader, and damaged
+checkpoints. Every outcome is success or one line on stderr with a documented exit code;
+an exception escaping ``main`` is the traceback a user would see, and fails the test."""
+
+import io
+import shutil
+import struct
+import zlib
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from lenet_jax import cli, evaluation
+
+SEEDED = settings(derandomize=True, database=None, deadline=None,
+                  suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                         HealthCheck.too_slow])
+
+# What a shell can hand a program: no NUL; bytes that are not UTF-8 arrive as lone
+# surrogates (Python's surrogateescape).
+ARGV_TEXT = st.one_of(
+    st.text(st.characters(exclude_characters="\x00/", exclude_categories=("Cs",)), max_size=12),
+    st.binary(min_size=1, max_size=6).map(lambda b: b.replace(b"\x00", b"x").replace(b"/", b"x")
+                                          .decode("utf-8", "surrogateescape")),
+)
+NUMBERS = st.one_of(
+    st.integers(-3, 70).map(str),  # mostly plausible, so the checks after parsing run
+    st.integers(-2**70, 2**70).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(str),
+    st.sampled_from(["nan", "-nan", "inf", "-inf", "1e999", "0", "-0", "0x10", "1_000", " 3",
+                     "", "٣"]),
+)
+PLACES = st.sampled_from(["a-file", "a-dir", "missing", "a-file/below", ".", "..", ""])
+
+
+def _enter_places(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Work in ``root``, which holds the file and the directory ``PLACES`` name."""
+    monkeypatch.chdir(root)
+    if not (root / "a-file").exists():
+        (root / "a-file").write_text("not a directory")
+        (root / "a-dir").mkdir()
+
+
+def _choices(*valid: str) -> st.SearchStrategy[str]:
+    return st.one_of(st.sampled_from(valid), ARGV_TEXT)
+
+
+SWITCH = st.none()  # a flag that takes no value
+JUNK = st.sampled_from([["--bogus"], ["-x"], ["--"], ["word"], ["--help"]])
+
+
+def _argv(flags: dict[str, st.SearchStrategy | None]) -> st.SearchStrategy[list[str]]:
+    """Argument lists: a few of ``flags`` (flag -> its values, or ``SWITCH``), each at
+    most once, as ``--flag value``, ``--flag=value`` or a bare ``--flag``; rarely junk."""
+    def with_values(names: list[str]) -> st.SearchStrategy[list[str]]:
+        parts = []
+        for name in names:
+            values = flags[name]
+            if values is SWITCH:
+                parts.append(st.just([name]))
+            else:
+                parts.append(st.one_of(values.map(lambda v, n=name: [n, v]),
+                                       values.map(lambda v, n=name: [f"{n}={v}"]),
+                                       st.just([name])))
+        return st.tuples(*parts, st.one_of(st.just([]), st.just([]), st.just([]), st.just([]),
+                                           JUNK))
+
+    chosen = st.lists(st.sampled_from(sorted(flags)), unique=True, max_size=6)
+    return chosen.flatmap(with_values).map(lambda parts: [a for p in parts for a in p])
+
+
+def _outcome(main, argv: list[str], capsys, prog: str) -> int:
+    """``main(argv)``'s exit code; asserts it is 0, or 2 with one line on stderr."""
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse: --help (0) or a bad flag (2)
+        code = exit_.code
+    out, err = capsys.readouterr()
+    event(f"exit {code}: {err.split(': ')[2][:24] if code else 'ok'}")
+    assert code in (cli.EXIT_OK, cli.EXIT_USAGE), (argv, code, err)
+    if code:
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: "), (argv, err)
+    return code
+
+
+TRAIN_FLAGS = {
+    "--variant": _choices("original", "relu_maxpool", "relu_avgpool_pad2_dropout"),
+    "--dataset": _choices("mnist", "fashion_mnist"), "--epochs": NUMBERS,
+    "--batch-size": NUMBERS, "--lr": NUMBERS, "--schedule": _choices("constant", "cosine"),
+    "--warmup-epochs": NUMBERS, "--seed": NUMBERS, "--val-size": NUMBERS,
+    "--limit-train": NUMBERS, "--augment": SWITCH, "--no-augment": SWITCH,
+    "--devices": NUMBERS, "--loop": _choices("scan", "step"), "--data-dir": PLACES,
+    "--workdir": st.one_of(PLACES, ARGV_TEXT), "--name": st.one_of(PLACES, ARGV_TEXT),
+    "--distributed": SWITCH, "--resume": SWITCH, "--overwrite": SWITCH,
+    "--no-progress": SWITCH,
+}
+
+
+def _budget(default: int, thorough: int) -> pytest.MarkDecorator:
+    """Run a fuzzer with ``default`` examples, and with ``thorough`` under ``-m slow``."""
+    return pytest.mark.parametrize(
+        "examples", [default, pytest.param(thorough, marks=pytest.mark.slow)])
+
+
+@_budget(100, 1500)
+def test_train_flags_give_success_or_one_line(examples, tmp_path, capsys, monkeypatch):
+    """train.py parses and checks every flag set; where it would start training
+    (stubbed here: the fuzz is of the checks), the flags were good."""
+    import train
+
+    _enter_places(tmp_path, monkeypatch)
+
+    @settings(SEEDED, max_examples=examples)
+    @given(argv=_argv(TRAIN_FLAGS))
+    def check(argv):
+        with mock.patch.object(train, "train", return_value=0):
+            _outcome(train.main, argv, capsys, "train.py")
+        assert (tmp_path / "a-file").read_text() == "not a directory"  # nothing deleted
+        assert (tmp_path / "a-dir").is_dir()
+
+    check()
+
+
+EVALUATE_FLAGS = {
+    "--ckpt": st.one_of(PLACES, ARGV_TEXT), "--split": _choices("test", "train"),
+    "--dataset": _choices("mnist", "fashion_mnist"), "--data-dir": PLACES,
+    "--batch-size": NUMBERS, "--out": st.one_of(PLACES, ARGV_TEXT), "--normalise": SWITCH,
+    "--json": SWITCH, "--image": st.one_of(PLACES, ARGV_TEXT), "--explain": SWITCH,
+}
+
+
+@_budget(50, 600)
+def test_evaluate_flags_give_success_or_one_line(examples, trained_original, tmp_path, capsys,
+                                                 monkeypatch):
+    """With --ckpt sometimes a real checkpoint, the rest random; the split report and
+    the image predictions are stubbed (the fuzz is of the checks before them)."""
+    import evaluate
+
+    _enter_places(tmp_path, monkeypatch)
+
+    @settings(SEEDED, max_examples=examples)
+    @given(argv=_argv(EVALUATE_FLAGS), real=st.booleans())
+    def check(argv, real):
+        if real:
+            argv = ["--ckpt", str(trained_original / "best"), *argv]
+        with mock.patch.object(evaluate, "evaluate_split", return_value=0), \
+             mock.patch.object(evaluate, "predict_files", return_value=0):
+            _outcome(evaluate.main, argv, capsys, "evaluate.py")
+
+    check()
+
+
+EXPORT_FLAGS = {"--ckpt": st.one_of(PLACES, ARGV_TEXT), "--out": st.one_of(PLACES, ARGV_TEXT),
+                "--savedmodel": SWITCH}
+
+
+@_budget(50, 600)
+def test_export_flags_give_success_or_one_line(examples, tmp_path, capsys, monkeypatch):
+    from lenet_jax import export
+
+    _enter_places(tmp_path, monkeypatch)
+
+    @settings(SEEDED, max_examples=examples)
+    @given(argv=_argv(EXPORT_FLAGS))
+    def check(argv):
+        with mock.patch.object(export, "export_model", return_value=tmp_path / "lenet.jax"), \
+             mock.patch.object(export, "export_savedmodel", return_value=tmp_path / "sm"):
+            _outcome(export.main, argv, capsys, "lenet_jax.export")
+
+    check()
+
+
+def _read(picture: bytes) -> None:
+    """The reader's contract: a 28x28 uint8 digit, or ImageError; nothing else."""
+    try:
+        digit = evaluation.mnist_like(picture)
+    except evaluation.ImageError as err:
+        assert str(err).startswith("the image: ") and "\n" not in str(err)
+        return
+    assert digit.shape == (28, 28, 1) and digit.dtype == np.uint8
+
+
+@_budget(150, 3000)
+def test_random_bytes_are_read_or_refused(examples):
+    settings(SEEDED, max_examples=examples)(given(st.binary(max_size=4096))(_read))()
+
+
+MODES = ["1", "L", "LA", "P", "PA", "RGB", "RGBA", "CMYK", "I;16", "I", "F"]
+FORMATS = ["PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP"]
+
+
+def _encode(mode: str, fmt: str, size: tuple[int, int], seed: int, frames: int) -> bytes | None:
+    """A picture of ``mode`` and ``size`` with a dark stroke, as ``fmt`` would store it;
+    None where that format cannot hold that mode."""
+    rng = np.random.default_rng(seed)
+    gray = np.full(size[::-1], 230, np.uint8)
+    gray[:, size[0] // 3:size[0] // 3 + max(1, size[0] // 8)] = 20
+    gray = np.clip(gray + rng.integers(-20, 20, gray.shape), 0, 255).astype(np.uint8)
+    if mode == "I;16":  # 16 bits a pixel, as scanners and microscopes write
+        picture = Image.fromarray(gray.astype(np.uint16) * 257)
+    else:
+        picture = Image.fromarray(gray).convert(mode)
+    encoded = io.BytesIO()
+    extra = {}
+    if frames > 1 and fmt in ("GIF", "WEBP", "PNG", "TIFF"):
+        extra = {"save_all": True, "append_images": [picture.rotate(90)] * (frames - 1)}
+    try:
+        picture.save(encoded, fmt, **extra)
+    except (OSError, ValueError, KeyError):
+        return None
+    return encoded.getvalue()
+
+
+@_budget(100, 1500)
+def test_damaged_pictures_of_every_format_and_mode_are_read_or_refused(examples):
+    settings(SEEDED, max_examples=examples)(given(
+        mode=st.sampled_from(MODES), fmt=st.sampled_from(FORMATS),
+        size=st.sampled_from([(1, 1), (1, 10000), (10000, 1), (40, 30), (300, 200)]),
+        frames=st.sampled_from([1, 3]), seed=st.integers(0, 2**16),
+        damage=st.sampled_from(["none", "truncate", "flip"]), where=st.floats(0, 1),
+    )(_read_damaged))()
+
+
+def _read_damaged(mode, fmt, size, frames, seed, damage, where):
+    picture = _encode(mode, fmt, size, seed, frames)
+    if picture is None:
+        return
+    cut = int(where * (len(picture) - 1))
+    if damage == "truncate":
+        picture = picture[:cut]
+    elif damage == "flip":
+        picture = picture[:cut] + bytes([picture[cut] ^ 0xFF]) + picture[cut + 1:]
+    _read(picture)
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body)))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+def test_a_30000_by_30000_header_is_refused_before_decoding():
+    with pytest.raises(evaluation.ImageError, match="900,000,000 pixels is over the budget"):
+        evaluation.mnist_like(_png_header_only(30000, 30000))
+
+
+def test_an_exif_rotated_photo_reads_as_it_is_shown():
+    """A phone stores the pixels sideways and says so in EXIF (orientation 6: rotate
+    90° clockwise to show); the reader turns it upright first."""
+    upright = np.full((120, 80), 235, np.uint8)
+    upright[15:105, 20:32] = 15  # a tall bar left of centre: a "1" leaning nowhere
+    upright[15:27, 20:70] = 15  # with a top bar: a "7"-like corner
+    sideways = Image.fromarray(np.rot90(upright, 1))  # stored turned 90° anticlockwise
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    encoded = io.BytesIO()
+    sideways.save(encoded, "JPEG", exif=exif, quality=95)
+    plain = io.BytesIO()
+    Image.fromarray(upright).save(plain, "JPEG", quality=95)
+    rotated, expected = (evaluation.mnist_like(b.getvalue()) for b in (encoded, plain))
+    assert np.abs(rotated.astype(int) - expected.astype(int)).mean() < 3
+
+
+def _tree(directory: Path) -> dict[str, bytes | None]:
+    return {str(p.relative_to(directory)): (p.read_bytes() if p.is_file() else None)
+            for p in sorted(directory.rglob("*"))}
+
+
+DAMAGE = st.sampled_from(["truncate", "delete", "flip", "directory", "empty"])
+
+
+@pytest.mark.slow
+@settings(SEEDED, max_examples=60)
+@given(damage=DAMAGE, which=st.integers(0, 10**6), where=st.floats(0, 1))
+def test_damaged_checkpoints_are_one_line_and_left_as_they_were(
+        damage, which, where, trained_original, tmp_path_factory, capsys):
+    """A run killed in epoch 2 (its step 2 gone), then random damage to one file of step
+    1: evaluate.py, export and --resume each answer or refuse in one line (exit 2), and
+    leave every byte of the run directory as it was."""
+    import evaluate
+    import train
+    from lenet_jax import export, training
+
+    workdir = tmp_path_factory.mktemp("damaged")
+    shutil.copytree(trained_original, workdir / "runs", symlinks=True)
+    run_dir = workdir / "runs" / "original"
+    shutil.rmtree(run_dir / "checkpoints" / "2")
+    files = sorted(p for p in (run_dir / "checkpoints" / "1").rglob("*") if p.is_file())
+    victim = files[which % len(files)]
+    _damage(victim, damage, where)
+    before = _tree(run_dir)
+    picture = workdir / "one.png"
+    Image.fromarray(np.eye(28, dtype=np.uint8) * 255).save(picture)
+
+    event(f"damage {damage} to {victim.relative_to(run_dir / 'checkpoints' / '1')}")
+    _outcome(evaluate.main, ["--ckpt", str(run_dir), "--image", str(picture)], capsys,
+             "evaluate.py")
+    _outcome(export.main, ["--ckpt", str(run_dir), "--out", str(workdir / "model")], capsys,
+             "lenet_jax.export")
+    with mock.patch.object(training, "compile_epoch", side_effect=_Restored):
+        try:
+            _outcome(train.main, ["--variant", "original", "--epochs", "2", "--val-size", "104",
+                                  "--workdir", str(workdir / "runs"), "--name", "original",
+                                  "--resume", "--no-progress"], capsys, "train.py")
+        except _Restored:
+            capsys.readouterr()
+            event("resume: restored, would train")
+    assert _tree(run_dir) == before, victim
+
+
+class _Restored(Exception):  # noqa: N818
+    """Raised where resuming has restored everything and would start to train."""
+
+
+def _damage(victim: Path, damage: str, where: float) -> None:
+    data = victim.read_bytes()
+    cut = int(where * max(len(data) - 1, 0))
+    if damage == "truncate":
+        victim.write_bytes(data[:cut])
+    elif damage == "delete":
+        victim.unlink()
+    elif damage == "flip" and data:
+        victim.write_bytes(data[:cut] + bytes([data[cut] ^ 0xFF]) + data[cut + 1:])
+    elif damage == "directory":
+        victim.unlink()
+        victim.mkdir()
+    else:
+        victim.write_bytes(b"")
