@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 
@@ -96,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     from lenet_jax import checkpoint, evaluation
 
     runtime.enable_compilation_cache()
-    logging.getLogger("absl").setLevel(logging.ERROR)  # Orbax's warnings are not for users
+    cli.quiet_libraries()
     try:
         with runtime.phase("init"):
             predictor = evaluation.Predictor.load(args.ckpt)

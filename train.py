@@ -7,7 +7,6 @@ directory another process is training), 3 diverged, 4 a write failed, 130 interr
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import shutil
 import sys
@@ -98,7 +97,7 @@ def train(args: argparse.Namespace, run_dir: Path) -> int:
     runtime.enable_compilation_cache()
     if args.distributed:
         jax.distributed.initialize()  # coordinator and process ids from the environment
-    logging.getLogger("absl").setLevel(logging.ERROR)  # Orbax's warnings are not for users
+    cli.quiet_libraries()
     try:
         with runtime.phase("data"):
             dataset = data.load(args.dataset, args.data_dir)

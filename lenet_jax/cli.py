@@ -8,6 +8,7 @@ which fault gives which.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import tempfile
 from pathlib import Path
@@ -57,3 +58,11 @@ def tolerant_console() -> None:
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
+
+
+def quiet_libraries() -> None:
+    """Keep Orbax's and TensorStore's own reports of a failure (log records with
+    tracebacks, exceptions in their background threads) off the terminal: the tools
+    report every failure themselves, in one line."""
+    logging.getLogger("absl").setLevel(logging.CRITICAL)
+    sys.unraisablehook = lambda unraisable: None

@@ -17,7 +17,6 @@ Load it with nothing but JAX:
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -87,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if problem := cli.unwritable(args.out, "--out"):
         return cli.fail(parser.prog, problem)
-    logging.getLogger("absl").setLevel(logging.ERROR)
+    cli.quiet_libraries()
     runtime.enable_compilation_cache()
     try:
         with runtime.phase("work"):

@@ -1,5 +1,6 @@
 """Bad input gets one clear line on stderr and exit code 2; nothing saved is lost."""
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -10,12 +11,14 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 from conftest import ROOT, run_cli, run_main
+from PIL import Image
 
 from lenet_jax import checkpoint, data, training
 from lenet_jax.reporting import read_metrics
@@ -164,6 +167,15 @@ def test_a_run_directory_held_by_a_process_is_refused_naming_it(tmp_path, capsys
     assert not (run_dir.parent / ".original.owner").exists()  # let go on leaving
 
 
+def _wait_for_epoch_1(process: subprocess.Popen, run_dir: Path) -> None:
+    """Until ``process`` has committed epoch 1 (Orbax renames a step into place when it
+    is whole), touching nothing in ``run_dir``."""
+    deadline = time.time() + 300
+    while not (run_dir / "checkpoints" / "1").is_dir():
+        assert process.poll() is None and time.time() < deadline, "epoch 1 never finished"
+        time.sleep(0.1)
+
+
 @pytest.mark.slow
 def test_second_trainer_is_refused_and_a_killed_ones_lock_is_taken_over(tmp_path):
     """Two real train.py processes on one run directory: the second refuses at once,
@@ -174,10 +186,7 @@ def test_second_trainer_is_refused_and_a_killed_ones_lock_is_taken_over(tmp_path
     first = subprocess.Popen([sys.executable, "train.py", *flags, "--epochs", "1000"],
                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     run_dir = workdir / "relu_maxpool"
-    deadline = time.time() + 300
-    while checkpoint.RunCheckpoints(run_dir).latest_epoch() is None:
-        assert first.poll() is None and time.time() < deadline, "epoch 1 never finished"
-        time.sleep(0.2)
+    _wait_for_epoch_1(first, run_dir)
     second = run_cli("train.py", *flags, "--epochs", "2", "--resume")
     assert _one_error_line(second) == (
         f"train.py: error: run directory {run_dir} is being trained by process {first.pid} "
@@ -267,3 +276,94 @@ def test_corrupted_tfds_dir_is_reported_with_how_to_rebuild(fake_tfds, tmp_path,
     record.write_bytes(bytes(raw))
     with pytest.raises(data.DataError, match=r"cannot read mnist .*delete .*mnist and run again"):
         data.load("mnist", data_dir, verify=False)
+
+
+def test_runs_best_left_pointing_at_a_deleted_run_is_one_line(trained_original, tmp_path,
+                                                              capsys):
+    workdir = tmp_path / "runs"
+    shutil.copytree(trained_original, workdir, symlinks=True)
+    shutil.rmtree(workdir / "original")  # runs/best -> original/best, now gone
+    for script, argv in [("evaluate", ["--ckpt", str(workdir / "best")]),
+                         ("lenet_jax.export", ["--ckpt", str(workdir / "best"), "--out",
+                                               str(tmp_path / "model")])]:
+        line = _one_error_line(run_main(script, capsys, *argv), "")
+        assert line.endswith(f"checkpoint path {workdir / 'best'} links to original/best, "
+                             "which no longer exists (was its run deleted?)"), line
+
+
+@contextlib.contextmanager
+def _mounted(*mount_args: str, target: Path) -> Iterator[Path]:
+    """``mount *mount_args target`` for the block (root only: a skip elsewhere)."""
+    target.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", *mount_args, str(target)], capture_output=True,
+                             text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount here ({mounted.stderr.strip()}); run as root")
+    try:
+        yield target
+    finally:
+        subprocess.run(["umount", "-l", str(target)], check=True)
+
+
+@pytest.mark.slow
+def test_a_full_disk_ends_in_one_line_and_earlier_epochs_restore(tmp_path):
+    """train.py on a 3 MB tmpfs: the checkpoints fill it within a few epochs. The run
+    ends with one line and exit 4, every epoch saved before restores, and a resume with
+    room again goes on from there."""
+    flags = ["--variant", "relu_maxpool", "--limit-train", "1000", "--val-size", "500",
+             "--epochs", "8", "--no-progress"]
+    with _mounted("-t", "tmpfs", "-o", "size=3m", "tmpfs", target=tmp_path / "small") as disk:
+        result = run_cli("train.py", *flags, "--workdir", str(disk / "runs"))
+        assert result.returncode == 4, result.stderr
+        assert result.stderr.splitlines() == [
+            f"train.py: error: cannot write to {disk / 'runs' / 'relu_maxpool'}: No space "
+            "left on device; the epochs saved before are kept"]
+        saved = checkpoint.RunCheckpoints(disk / "runs" / "relu_maxpool").latest_epoch()
+        assert 1 <= saved < 8
+        params, meta = checkpoint.restore_for_inference(disk / "runs" / "best")
+        assert meta["epoch"] <= saved
+        shutil.copytree(disk / "runs", tmp_path / "roomy", symlinks=True)
+    resumed = run_cli("train.py", *flags, "--workdir", str(tmp_path / "roomy"), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert checkpoint.RunCheckpoints(tmp_path / "roomy" / "relu_maxpool").latest_epoch() == 8
+
+
+@pytest.mark.slow
+def test_a_read_only_workdir_refuses_writes_in_one_line_and_still_serves_reads(
+        trained_original, tmp_path, capsys):
+    source = tmp_path / "source"
+    shutil.copytree(trained_original, source, symlinks=True)
+    with _mounted("--bind", "-o", "ro", str(source), target=tmp_path / "ro") as ro:
+        before = _tree_digest(ro)
+        resume = _one_error_line(_train_main(
+            capsys, "--variant", "original", "--epochs", "3", "--val-size", "104",
+            "--workdir", str(ro), "--name", "original", "--resume"))
+        assert resume == (f"train.py: error: cannot write to --workdir {ro}: Read-only file "
+                          "system")
+        report = _one_error_line(run_main("evaluate", capsys, "--ckpt", str(ro / "best")), "")
+        assert report == (f"evaluate.py: error: cannot write to --out {ro / 'original'}/eval: "
+                          "Read-only file system")
+        picture = tmp_path / "one.png"
+        Image.fromarray(np.eye(28, dtype=np.uint8) * 255).save(picture)
+        predicted = run_main("evaluate", capsys, "--ckpt", str(ro / "best"), "--image",
+                             str(picture))
+        assert predicted.returncode == 0, predicted.stderr
+        assert _tree_digest(ro) == before
+
+
+@pytest.mark.slow
+def test_ctrl_c_mid_run_is_exit_130_with_how_to_resume(tmp_path):
+    workdir = tmp_path / "runs"
+    command = [sys.executable, "train.py", "--variant", "relu_maxpool", "--limit-train", "2000",
+               "--val-size", "500", "--epochs", "1000", "--no-progress", "--workdir",
+               str(workdir)]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    run_dir = workdir / "relu_maxpool"
+    _wait_for_epoch_1(process, run_dir)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert err.splitlines() == [f"train.py: interrupted; resume with --resume ({run_dir})"]
+    params, meta = checkpoint.restore_for_inference(run_dir)
+    assert meta["epoch"] == checkpoint.RunCheckpoints(run_dir).latest_epoch() >= 1

@@ -271,6 +271,25 @@ def test_an_exif_rotated_photo_reads_as_it_is_shown():
     assert np.abs(rotated.astype(int) - expected.astype(int)).mean() < 3
 
 
+def test_16_bit_and_transparent_pictures_read_as_their_8_bit_selves():
+    """Pillow's own conversion of a 16-bit picture to 8 bits clips it to white (a blank
+    page); the reader scales it. Transparency is background: white."""
+    gray = np.full((60, 40), 235, np.uint8)
+    gray[10:50, 15:22] = 15
+
+    def png(picture: Image.Image) -> bytes:
+        encoded = io.BytesIO()
+        picture.save(encoded, "PNG")
+        return encoded.getvalue()
+
+    expected = evaluation.mnist_like(png(Image.fromarray(gray)))
+    sixteen = evaluation.mnist_like(png(Image.fromarray(gray.astype(np.uint16) * 257)))
+    ink = Image.fromarray(np.where(gray < 128, 255, 0).astype(np.uint8))
+    see_through = Image.merge("LA", [Image.new("L", ink.size, 0), ink])  # black ink, clear
+    np.testing.assert_array_equal(sixteen, expected)
+    np.testing.assert_array_equal(evaluation.mnist_like(png(see_through)) > 127, expected > 127)
+
+
 def _tree(directory: Path) -> dict[str, bytes | None]:
     return {str(p.relative_to(directory)): (p.read_bytes() if p.is_file() else None)
             for p in sorted(directory.rglob("*"))}
