@@ -96,7 +96,11 @@ def train(args: argparse.Namespace, run_dir: Path) -> int:
         from lenet_jax.checkpoint import CheckpointError
     runtime.enable_compilation_cache()
     if args.distributed:
-        jax.distributed.initialize()  # coordinator and process ids from the environment
+        try:  # coordinator and process ids from the cluster's environment
+            jax.distributed.initialize()
+        except (ValueError, RuntimeError) as err:
+            return fail(f"--distributed: {err} (JAX finds them in SLURM, Kubernetes or TPU "
+                        "pod environments only; README, Scaling out)")
     cli.quiet_libraries()
     try:
         with runtime.phase("data"):

@@ -45,6 +45,8 @@ def _train_main(capsys, *argv):
         (["--lr", "-1"], "--lr must be positive, got -1.0"),
         (["--val-size", "-5"], "--val-size must be in [0, 60000), got -5"),
         (["--resume", "--overwrite"], "--resume and --overwrite contradict each other"),
+        (["--distributed"], "--distributed: coordinator_address should be defined. (JAX "
+                            "finds them in SLURM"),
     ],
 )
 def test_bad_flags_fail_before_any_work(tmp_path, capsys, flags, message):
