@@ -64,5 +64,6 @@ def quiet_libraries() -> None:
     """Keep Orbax's and TensorStore's own reports of a failure (log records with
     tracebacks, exceptions in their background threads) off the terminal: the tools
     report every failure themselves, in one line."""
-    logging.getLogger("absl").setLevel(logging.CRITICAL)
+    for library in ("absl", "asyncio"):  # asyncio: futures of a failed save, at exit
+        logging.getLogger(library).setLevel(logging.CRITICAL)
     sys.unraisablehook = lambda unraisable: None
