@@ -45,8 +45,6 @@ def _train_main(capsys, *argv):
         (["--lr", "-1"], "--lr must be positive, got -1.0"),
         (["--val-size", "-5"], "--val-size must be in [0, 60000), got -5"),
         (["--resume", "--overwrite"], "--resume and --overwrite contradict each other"),
-        (["--distributed"], "--distributed: coordinator_address should be defined. (JAX "
-                            "finds them in SLURM"),
     ],
 )
 def test_bad_flags_fail_before_any_work(tmp_path, capsys, flags, message):
@@ -58,6 +56,14 @@ def test_bad_flags_fail_before_any_work(tmp_path, capsys, flags, message):
 def test_a_bad_flag_is_one_line_and_exit_2_from_the_process(tmp_path):
     result = run_cli("train.py", "--workdir", str(tmp_path / "runs"), "--epochs", "-3")
     assert _one_error_line(result) == "train.py: error: --epochs must be positive, got -3"
+
+
+def test_distributed_outside_a_cluster_is_one_line(tmp_path):
+    """A process of its own: jax.distributed must start before anything else in JAX."""
+    result = run_cli("train.py", "--distributed", "--workdir", str(tmp_path / "runs"))
+    assert _one_error_line(result) == (
+        "train.py: error: --distributed: coordinator_address should be defined. (JAX finds "
+        "them in SLURM, Kubernetes or TPU pod environments only; README, Scaling out)")
 
 
 def test_unwritable_workdir(tmp_path, capsys):
