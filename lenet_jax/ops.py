@@ -78,6 +78,11 @@ def conv2d(x: jax.Array, kernel: jax.Array, custom_grad: bool = False) -> jax.Ar
       faster for training but reverse-mode only; without it every JAX transformation
       (jvp, jacfwd, vmap, grad, linearize) works.
     - Elsewhere (GPU), XLA's convolution, which picks the cuDNN layout itself.
+
+    The choice is made per platform inside the traced function
+    (``jax.lax.platform_dependent``), so one ``jax.export`` for ("cpu", "cuda") carries
+    im2col for CPU and cuDNN's convolution for CUDA; a program lowered for one platform
+    keeps only its branch.
     """
     k, kw, cin, cout = kernel.shape
     if k != kw:
@@ -85,10 +90,11 @@ def conv2d(x: jax.Array, kernel: jax.Array, custom_grad: bool = False) -> jax.Ar
     if x.shape[1:3] == (k, k):
         flat = x.transpose(1, 2, 0, 3).reshape(k * k * cin, x.shape[3])  # rows (i, j, c)
         return matmul(kernel.reshape(-1, cout).T, flat).reshape(cout, 1, 1, x.shape[3])
-    if jax.default_backend() != "cpu":
-        return xla_conv(x, kernel)
-    if custom_grad:
-        return _im2col_conv_custom_grad(x, kernel)
+    im2col = _im2col_conv_custom_grad if custom_grad else _im2col_conv_autodiff
+    return jax.lax.platform_dependent(x, kernel, cpu=im2col, default=xla_conv)
+
+
+def _im2col_conv_autodiff(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return _im2col_conv(x, kernel)[0]
 
 

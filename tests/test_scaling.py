@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -89,6 +90,31 @@ def test_exported_artefact_reloads_without_model_code_and_matches(trained_origin
         images = jnp.asarray(tiny_dataset.test.images[:n])
         expected = training.predict_logits(module, params, images)
         np.testing.assert_allclose(np.load(f"{path}.out.npy"), expected, rtol=1e-5, atol=1e-5)
+    # Each convolution chooses per platform: im2col for CPU, XLA's (cuDNN's) for CUDA.
+    exported = jax.export.deserialize(artefact.read_bytes())
+    assert exported.platforms == ("cpu", "cuda")
+    choices = [(cpu, cuda) for cpu, cuda in _case_branches(exported.mlir_module())
+               if "stablehlo.dot_general" in cpu and "stablehlo.convolution" in cuda]
+    assert len(choices) == 2  # C1 and C3 (C5 covers its whole input: a matrix product)
+    assert all("stablehlo.convolution" not in cpu for cpu, _ in choices)
+
+
+def _case_branches(mlir: str) -> list[list[str]]:
+    """The text of each region of each ``stablehlo.case`` (jax.lax.platform_dependent:
+    one region per platform, in the export's order)."""
+    cases = []
+    for match in re.finditer(r"stablehlo\.case", mlir):
+        start = mlir.index("({", match.end()) + 1
+        regions, depth, begin = [], 0, start
+        for i in range(start, len(mlir)):
+            depth += {"{": 1, "}": -1}.get(mlir[i], 0)
+            if depth == 0 and mlir[i] == "}":
+                regions.append(mlir[begin:i + 1])
+                if mlir[i + 1:i + 3] != ", ":
+                    break
+                begin = i + 3
+        cases.append(regions)
+    return cases
 
 
 @pytest.mark.slow  # importing TensorFlow alone takes seconds
