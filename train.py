@@ -12,7 +12,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from lenet_jax import cli, rundir, runtime
+from lenet_jax import cli, distributed, rundir, runtime
 
 with runtime.phase("imports"):
     from lenet_jax import config, models
@@ -32,7 +32,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workdir", default="runs", help="parent of run directories")
     parser.add_argument("--name", default=None, help="run directory name (default: the preset)")
     parser.add_argument("--distributed", action="store_true",
-                        help="multi-host: call jax.distributed.initialize() first (see README)")
+                        help="one of several processes (README, Scaling out): with the three"
+                             " flags below, or JAX's detection of SLURM, Kubernetes, TPU pods")
+    parser.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                        help="with --distributed: process 0's address, the same for all")
+    parser.add_argument("--num-processes", type=int, default=None, metavar="N")
+    parser.add_argument("--process-id", type=int, default=None, metavar="I",
+                        help="this process's index, 0 to N-1; process 0 writes the run")
     parser.add_argument("--resume", action="store_true", help="continue from the latest epoch")
     parser.add_argument("--overwrite", action="store_true",
                         help="delete an existing run directory of this name first")
@@ -50,6 +56,8 @@ def check_args(args: argparse.Namespace) -> str | None:
         return problem
     if args.resume and args.overwrite:
         return "--resume and --overwrite contradict each other; choose one"
+    if problem := distributed.problem(args):
+        return problem
     if args.name is not None and (args.name in ("", ".", "..") or os.sep in args.name):
         return f"--name must be a plain directory name, got {args.name!r}"
     return cli.unwritable(args.workdir, "--workdir")
@@ -72,7 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if problem := check_args(args):
         return fail(problem)
+    if args.distributed and (problem := distributed.start(args)):
+        return fail(problem)
     run_dir = run_dir_of(args)
+    if not distributed.writes_the_run():
+        return train(args, run_dir)  # process 0 holds, checks and writes the run directory
     try:
         with rundir.exclusive(run_dir) as note:
             if note:
@@ -90,17 +102,9 @@ def train(args: argparse.Namespace, run_dir: Path) -> int:
     """Load the data and train; every outcome is an exit code and at most one line."""
     # Heavy imports after the flags are known to be good: errors come back at once.
     with runtime.phase("imports"):
-        import jax
-
         from lenet_jax import data, training
         from lenet_jax.checkpoint import CheckpointError
     runtime.enable_compilation_cache()
-    if args.distributed:
-        try:  # coordinator and process ids from the cluster's environment
-            jax.distributed.initialize()
-        except (ValueError, RuntimeError) as err:
-            return fail(f"--distributed: {err} (JAX finds them in SLURM, Kubernetes or TPU "
-                        "pod environments only; README, Scaling out)")
     cli.quiet_libraries()
     try:
         with runtime.phase("data"):

@@ -99,8 +99,8 @@ def _restore(manager: ocp.CheckpointManager, step: int, items: dict) -> dict:
 
 def _link(link: Path, target: Path) -> None:
     """Make ``link`` a relative symlink to ``target``, atomically; a real directory of
-    that name is left alone."""
-    if link.exists() and not link.is_symlink():
+    that name is left alone, and only process 0 of several writes."""
+    if (link.exists() and not link.is_symlink()) or jax.process_index() != 0:
         return
     tmp = link.with_name(f".{link.name}-link-{os.getpid()}")
     tmp.unlink(missing_ok=True)
@@ -114,9 +114,10 @@ def point_workdir_best(workdir: Path, run_dir: Path) -> None:
 
 
 def abstract_on_this_device(tree: Any) -> Any:
-    """Shapes and dtypes of ``tree`` placed on this process's default device: a restore
-    target that works whatever device wrote the checkpoint."""
-    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    """Shapes and dtypes of ``tree`` placed on this process's first device: a restore
+    target that works whatever device wrote the checkpoint (and, of several processes,
+    on each)."""
+    sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     return jax.tree_util.tree_map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree
     )

@@ -22,15 +22,18 @@ class MetricsLog:
     """Appends epoch records; on resume, drops records past the epoch resumed from
     (written after that epoch's checkpoint, before a crash)."""
 
-    def __init__(self, run_dir: Path, resume_epoch: int = 0):
-        self.run_dir = Path(run_dir)
+    def __init__(self, run_dir: Path, resume_epoch: int = 0, write: bool = True):
+        self.run_dir, self.write = Path(run_dir), write  # write: False on processes but 0
         self.path = self.run_dir / METRICS_FILE
         self.records = [r for r in read_metrics(self.run_dir) if r["epoch"] <= resume_epoch]
-        self.path.write_text("".join(json.dumps(r) + "\n" for r in self.records))
-        self.writer = _summary_writer(self.run_dir / "tensorboard")
+        if self.write:
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in self.records))
+            self.writer = _summary_writer(self.run_dir / "tensorboard")
 
     def append(self, record: dict) -> None:
         self.records.append(record)
+        if not self.write:
+            return
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
         for key, value in record.items():
@@ -40,8 +43,9 @@ class MetricsLog:
 
     def close(self) -> None:
         """Draw the curves and close the TensorBoard file."""
-        self.plot()
-        self.writer.close()
+        if self.write:
+            self.plot()
+            self.writer.close()
 
     def plot(self) -> Path | None:
         """Loss and accuracy per epoch, saved as ``curves.png``."""

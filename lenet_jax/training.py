@@ -570,7 +570,8 @@ def train_and_evaluate(
         run_epoch, compile_seconds = compile_epoch(config.loop, state, run.train,
                                                    run.plan(start_epoch), config.augment)
     log(_describe(run, compile_seconds))
-    metrics_log = MetricsLog(run.run_dir, resume_epoch=start_epoch)
+    metrics_log = MetricsLog(run.run_dir, resume_epoch=start_epoch,
+                             write=jax.process_index() == 0)
     steps = steps_per_epoch(run.num_train, config.batch_size)
     bar = tqdm(total=config.epochs * steps, initial=start_epoch * steps, unit="step",
                disable=not progress, leave=False, dynamic_ncols=True)

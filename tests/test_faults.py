@@ -45,6 +45,14 @@ def _train_main(capsys, *argv):
         (["--lr", "-1"], "--lr must be positive, got -1.0"),
         (["--val-size", "-5"], "--val-size must be in [0, 60000), got -5"),
         (["--resume", "--overwrite"], "--resume and --overwrite contradict each other"),
+        (["--coordinator", "h:1"], "--coordinator, --num-processes and --process-id go with "
+                                   "--distributed"),
+        (["--distributed", "--num-processes", "2"], "give --coordinator, --num-processes and "
+                                                    "--process-id together (or none)"),
+        (["--distributed", "--coordinator", "nohost", "--num-processes", "2", "--process-id",
+          "0"], "--coordinator must be HOST:PORT, got 'nohost'"),
+        (["--distributed", "--coordinator", "h:1", "--num-processes", "2", "--process-id",
+          "2"], "--process-id must be in [0, 2), got 2"),
     ],
 )
 def test_bad_flags_fail_before_any_work(tmp_path, capsys, flags, message):
@@ -62,8 +70,9 @@ def test_distributed_outside_a_cluster_is_one_line(tmp_path):
     """A process of its own: jax.distributed must start before anything else in JAX."""
     result = run_cli("train.py", "--distributed", "--workdir", str(tmp_path / "runs"))
     assert _one_error_line(result) == (
-        "train.py: error: --distributed: coordinator_address should be defined. (JAX finds "
-        "them in SLURM, Kubernetes or TPU pod environments only; README, Scaling out)")
+        "train.py: error: --distributed: coordinator_address should be defined. (without "
+        "--coordinator, --num-processes and --process-id, JAX reads them from a SLURM, "
+        "Kubernetes or TPU-pod job)")
 
 
 def test_unwritable_workdir(tmp_path, capsys):

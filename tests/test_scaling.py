@@ -3,9 +3,12 @@
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import textwrap
+import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -38,6 +41,85 @@ EIGHT_DEVICES = textwrap.dedent("""
         out["error"] = str(err)
     print(json.dumps(out))
 """)
+
+
+TWO_PROCESS_FLAGS = ["--variant", "relu_maxpool", "--limit-train", "2048", "--val-size", "512",
+                     "--batch-size", "64", "--no-progress"]
+
+
+def _train_as_processes(workdir: Path, processes: int, devices: int, *flags: str) -> list:
+    """train.py as ``processes`` real processes of ``devices`` CPU devices each, joined
+    through a coordinator on a free port of 127.0.0.1 (the README's command)."""
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+               JAX_PLATFORMS="cpu", LENET_JAX_JOIN_TIMEOUT="20")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    joined = (["--distributed", "--coordinator", f"127.0.0.1:{port}", "--num-processes",
+               str(processes)] if processes > 1 else [])
+    logs = [workdir.parent / f"{workdir.name}-{time.monotonic_ns()}-{i}.log"
+            for i in range(processes)]  # files, not pipes: an undrained pipe stalls a peer
+    running = []
+    for i, log in enumerate(logs):
+        with log.open("w") as out:
+            running.append(subprocess.Popen(
+                [sys.executable, "train.py", *TWO_PROCESS_FLAGS, *flags, "--workdir",
+                 str(workdir), *joined, *(["--process-id", str(i)] if processes > 1 else [])],
+                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT))
+    codes = [p.wait(timeout=600) for p in running]
+    return [(("", log.read_text()), code) for log, code in zip(logs, codes, strict=True)]
+
+
+def _max_difference(a, b) -> float:
+    return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
+               for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b),
+                               strict=True))
+
+
+@pytest.mark.slow
+def test_two_processes_train_as_one_and_resume(tmp_path):
+    """2 processes x 4 devices give the parameters of 1 x 8 and 1 x 1 (float rounding);
+    process 0 alone writes metrics and TensorBoard, the checkpoint is written once and
+    one process restores it, and --resume works with two processes."""
+    runs = {}
+    for processes, devices in [(2, 4), (1, 8), (1, 1)]:
+        workdir = tmp_path / f"{processes}x{devices}"
+        outcomes = _train_as_processes(workdir, processes, devices, "--epochs", "1")
+        for (_, err), code in outcomes:
+            assert code == 0, err[-3000:]
+        runs[processes, devices] = workdir / "relu_maxpool"
+    params = {key: checkpoint.restore_for_inference(run)[0] for key, run in runs.items()}
+    assert _max_difference(params[2, 4], params[1, 8]) < 1e-6
+    assert _max_difference(params[2, 4], params[1, 1]) < 1e-6
+    two = runs[2, 4]
+    assert [json.loads(x)["epoch"] for x in (two / "metrics.jsonl").read_text().splitlines()] \
+        == [1]
+    assert len(list((two / "tensorboard").iterdir())) == 1
+    assert sorted(p.name for p in (two / "checkpoints").iterdir()) == ["1"]
+    for (_, err), code in _train_as_processes(two.parent, 2, 4, "--epochs", "2", "--resume"):
+        assert code == 0, err[-3000:]
+    assert [json.loads(x)["epoch"] for x in (two / "metrics.jsonl").read_text().splitlines()] \
+        == [1, 2]
+    _, meta = checkpoint.restore_for_inference(two)
+    assert meta["epoch"] == 2
+
+
+@pytest.mark.slow
+def test_a_missing_coordinator_is_one_line_within_the_join_timeout(tmp_path):
+    env = dict(os.environ, LENET_JAX_JOIN_TIMEOUT="3")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # nobody listens there
+    start = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "train.py", *TWO_PROCESS_FLAGS, "--workdir", str(tmp_path),
+         "--distributed", "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+         "--process-id", "1"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"train.py: error: --coordinator 127.0.0.1:{port}: no process 0 there after 3 s "
+        "(Connection refused)"]
+    assert time.monotonic() - start < 60
 
 
 @pytest.mark.slow
