@@ -1,5 +1,6 @@
 import contextlib
 import gzip
+import hashlib
 import io
 import os
 import pickle
@@ -7,10 +8,12 @@ import re
 import select
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -171,3 +174,22 @@ def serving(ckpt: Path, *flags: str, timeout: float = 120) -> Iterator[str]:
         if server.poll() is None:
             server.send_signal(signal.SIGINT)
             server.wait(timeout=30)
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares width x height and holds no pixels: only a reader that stops
+    at the header can name its size."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body)))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+def tree_digest(directory: Path) -> str:
+    """One digest of every file's path and bytes under ``directory``."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(directory)).encode() + path.read_bytes())
+    return digest.hexdigest()

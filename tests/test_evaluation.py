@@ -1,12 +1,10 @@
 import json
 import re
-import struct
-import zlib
 
 import jax
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import png_header_only, run_cli
 from PIL import Image
 
 from lenet_jax import evaluation, models, training
@@ -79,27 +77,16 @@ def test_user_image_becomes_a_centred_white_on_black_digit(tmp_path, invert):
     assert (cols * mass).sum() / mass.sum() == pytest.approx(14, abs=1)
 
 
-def _png_header_only(width: int, height: int) -> bytes:
-    """A PNG that declares width x height and holds no pixels: only a reader that stops
-    at the header can name its size."""
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return (struct.pack(">I", len(body)) + kind + body
-                + struct.pack(">I", zlib.crc32(kind + body)))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
-
-
 def test_picture_over_the_pixel_budget_is_refused_from_its_header(tmp_path):
     for width, height in [(20000, 12000), (8000, 8000)]:  # over Pillow's own limit, and not
         bomb = tmp_path / f"{width}.png"
-        bomb.write_bytes(_png_header_only(width, height))
+        bomb.write_bytes(png_header_only(width, height))
         with pytest.raises(evaluation.ImageError) as refused:
             evaluation.mnist_like(bomb)
         assert str(refused.value) == (f"{bomb}: {width * height:,} pixels is over the budget "
                                       "of 50 megapixels")
     with pytest.raises(evaluation.ImageError, match="not a readable image"):
-        evaluation.mnist_like(_png_header_only(200, 120))  # within budget: decoding fails
+        evaluation.mnist_like(png_header_only(200, 120))  # within budget: decoding fails
 
 
 def test_unreadable_image_is_a_clear_error(tmp_path):

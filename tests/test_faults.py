@@ -2,7 +2,6 @@
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -17,7 +16,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from conftest import ROOT, run_cli, run_main
+from conftest import ROOT, run_cli, run_main, tree_digest
 from PIL import Image
 
 from lenet_jax import checkpoint, data, training
@@ -100,7 +99,7 @@ def test_divergence_after_a_good_epoch_names_the_step_and_keeps_that_epoch(tiny_
     run = tmp_path / "run"
     config = training.TrainConfig(preset="relu_avgpool_pad2", epochs=1, val_size=104)
     training.train_and_evaluate(config, tiny_dataset, run, **quiet)
-    saved = _tree_digest(run / "checkpoints")
+    saved = tree_digest(run / "checkpoints")
     labels = tiny_dataset.train.labels.copy()
     labels[5] = 10
     corrupt = data.Dataset("mnist", data.Split(tiny_dataset.train.images, labels),
@@ -110,7 +109,7 @@ def test_divergence_after_a_good_epoch_names_the_step_and_keeps_that_epoch(tiny_
     with pytest.raises(training.TrainingDivergedError, match=r"NaN/Inf at step 1\d \(epoch 2\)"):
         training.train_and_evaluate(longer, corrupt, run, resume=True, **quiet)
     assert checkpoint.RunCheckpoints(run).latest_epoch() == 1
-    assert _tree_digest(run / "checkpoints") == saved
+    assert tree_digest(run / "checkpoints") == saved
     assert [r["epoch"] for r in read_metrics(run)] == [1]
 
 
@@ -127,13 +126,6 @@ def uninterrupted(tmp_path_factory):
     result = run_cli("train.py", *QUICK, "--workdir", str(workdir), "--name", "whole")
     assert result.returncode == 0, result.stderr
     return workdir
-
-
-def _tree_digest(directory: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(directory)).encode() + path.read_bytes())
-    return digest.hexdigest()
 
 
 @pytest.mark.slow
@@ -223,18 +215,18 @@ def test_second_trainer_is_refused_and_a_killed_ones_lock_is_taken_over(tmp_path
 
 def test_resuming_another_presets_run_is_refused_and_untouched(trained_original):
     run_dir = trained_original / "original"
-    before = _tree_digest(run_dir)
+    before = tree_digest(run_dir)
     result = run_cli("train.py", "--variant", "relu_maxpool", "--epochs", "2", "--val-size", "104",
                      "--workdir", str(trained_original), "--name", "original", "--resume")
     line = _one_error_line(result)
     assert "cannot resume: the run was trained with variant='original'" in line
-    assert _tree_digest(run_dir) == before
+    assert tree_digest(run_dir) == before
 
 
 def test_resuming_a_finished_run_says_so_exits_0_and_changes_nothing(trained_original,
                                                                     capsys):
     run_dir = trained_original / "original"
-    before = _tree_digest(run_dir)
+    before = tree_digest(run_dir)
     result = _train_main(capsys, "--variant", "original", "--epochs", "2", "--val-size", "104",
                          "--workdir", str(trained_original), "--name", "original", "--resume",
                          "--no-progress")
@@ -244,7 +236,7 @@ def test_resuming_a_finished_run_says_so_exits_0_and_changes_nothing(trained_ori
         "its cosine schedule ends at epoch 2, so train a new run (--name, or --overwrite) "
         "with more --epochs")
     assert "Traceback" not in result.stderr
-    assert _tree_digest(run_dir) == before
+    assert tree_digest(run_dir) == before
 
 
 def test_checkpoint_with_other_shapes_is_one_line(trained_original, tmp_path):
@@ -264,7 +256,7 @@ def test_evaluate_never_writes_into_a_checkpoint(trained_original, tmp_path, cap
     workdir = tmp_path / "runs"
     shutil.copytree(trained_original, workdir, symlinks=True)  # evaluate writes <run>/eval
     best = (workdir / "original" / "best").resolve()
-    before = _tree_digest(best)
+    before = tree_digest(best)
     result = run_main("evaluate", capsys, "--ckpt", str(workdir / "best"), "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
@@ -272,7 +264,7 @@ def test_evaluate_never_writes_into_a_checkpoint(trained_original, tmp_path, cap
     assert (workdir / "original" / "eval" / "metrics.json").exists()
     inside = run_main("evaluate", capsys, "--ckpt", str(best), "--out", str(best / "eval"))
     assert "is inside the checkpoint" in _one_error_line(inside, "evaluate.py: error:")
-    assert _tree_digest(best) == before
+    assert tree_digest(best) == before
 
 
 def test_cli_divergence_names_the_step_exit_3(tmp_path, capsys):
@@ -351,7 +343,7 @@ def test_a_read_only_workdir_refuses_writes_in_one_line_and_still_serves_reads(
     source = tmp_path / "source"
     shutil.copytree(trained_original, source, symlinks=True)
     with _mounted("--bind", "-o", "ro", str(source), target=tmp_path / "ro") as ro:
-        before = _tree_digest(ro)
+        before = tree_digest(ro)
         resume = _one_error_line(_train_main(
             capsys, "--variant", "original", "--epochs", "3", "--val-size", "104",
             "--workdir", str(ro), "--name", "original", "--resume"))
@@ -365,7 +357,7 @@ def test_a_read_only_workdir_refuses_writes_in_one_line_and_still_serves_reads(
         predicted = run_main("evaluate", capsys, "--ckpt", str(ro / "best"), "--image",
                              str(picture))
         assert predicted.returncode == 0, predicted.stderr
-        assert _tree_digest(ro) == before
+        assert tree_digest(ro) == before
 
 
 @pytest.mark.slow

@@ -5,13 +5,12 @@ an exception escaping ``main`` is the traceback a user would see, and fails the 
 
 import io
 import shutil
-import struct
-import zlib
 from pathlib import Path
 from unittest import mock
 
 import numpy as np
 import pytest
+from conftest import png_header_only, tree_digest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -240,18 +239,9 @@ def _read_damaged(mode, fmt, size, frames, seed, damage, where):
     _read(picture)
 
 
-def _png_header_only(width: int, height: int) -> bytes:
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return (struct.pack(">I", len(body)) + kind + body
-                + struct.pack(">I", zlib.crc32(kind + body)))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
-
-
 def test_a_30000_by_30000_header_is_refused_before_decoding():
     with pytest.raises(evaluation.ImageError, match="900,000,000 pixels is over the budget"):
-        evaluation.mnist_like(_png_header_only(30000, 30000))
+        evaluation.mnist_like(png_header_only(30000, 30000))
 
 
 def test_an_exif_rotated_photo_reads_as_it_is_shown():
@@ -290,11 +280,6 @@ def test_16_bit_and_transparent_pictures_read_as_their_8_bit_selves():
     np.testing.assert_array_equal(evaluation.mnist_like(png(see_through)) > 127, expected > 127)
 
 
-def _tree(directory: Path) -> dict[str, bytes | None]:
-    return {str(p.relative_to(directory)): (p.read_bytes() if p.is_file() else None)
-            for p in sorted(directory.rglob("*"))}
-
-
 DAMAGE = st.sampled_from(["truncate", "delete", "flip", "directory", "empty"])
 
 
@@ -317,7 +302,7 @@ def test_damaged_checkpoints_are_one_line_and_left_as_they_were(
     files = sorted(p for p in (run_dir / "checkpoints" / "1").rglob("*") if p.is_file())
     victim = files[which % len(files)]
     _damage(victim, damage, where)
-    before = _tree(run_dir)
+    before = tree_digest(run_dir)
     picture = workdir / "one.png"
     Image.fromarray(np.eye(28, dtype=np.uint8) * 255).save(picture)
 
@@ -334,7 +319,7 @@ def test_damaged_checkpoints_are_one_line_and_left_as_they_were(
         except _Restored:
             capsys.readouterr()
             event("resume: restored, would train")
-    assert _tree(run_dir) == before, victim
+    assert tree_digest(run_dir) == before, victim
 
 
 class _Restored(Exception):  # noqa: N818
