@@ -9,7 +9,6 @@ and on ``rejection.non_digit_pictures`` read through the image reader.
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 from pathlib import Path
 
@@ -36,16 +35,6 @@ def features(predictor: evaluation.Predictor, images: np.ndarray) -> dict[str, n
     return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
 
 
-def non_digits() -> tuple[np.ndarray, np.ndarray]:
-    kinds, images = [], []
-    for kind, picture in rejection.non_digit_pictures():
-        encoded = io.BytesIO()
-        picture.save(encoded, "PNG")
-        kinds.append(kind)
-        images.append(evaluation.mnist_like(encoded.getvalue()))
-    return np.array(kinds), np.stack(images)
-
-
 def scores(name: str, val: dict, val_labels: np.ndarray, *splits: dict) -> list[np.ndarray]:
     """Higher = less like a digit, for the validation slice and then each split."""
     if name == "maximum softmax probability":
@@ -64,7 +53,8 @@ def main() -> None:
     mnist = data.load("mnist")
     val_split = mnist.train.take(slice(-predictor.metadata["config"]["val_size"], None))
     val, test = features(predictor, val_split.images), features(predictor, mnist.test.images)
-    kinds, pictures = non_digits()
+    kinds, pictures = evaluation.read_non_digits()  # every one is read: none is blank
+    pictures = np.stack(pictures)
     other = features(predictor, pictures)
     names = ["maximum softmax probability", "F6", "S4", "map statistics"]
     if predictor.module.preset.head == "rbf":

@@ -107,24 +107,29 @@ def run(module: models.LeNet, params, images: np.ndarray, labels: np.ndarray,
 
 def non_digit_rejection(module: models.LeNet, params, rule: rejection.Rule) -> dict[str, float]:
     """The share of ``rejection.non_digit_pictures`` that are refused, by kind and in
-    all; each goes through the image reader as a PNG file would, and a picture the reader
-    finds blank counts as refused."""
-    kinds, refused, images = [], [], []
+    all; a picture the reader finds blank counts as refused."""
+    kinds, images = read_non_digits()
+    read = np.array([image is not None for image in images])
+    _, statistics = predict_images(module, params, np.stack([i for i in images if i is not None]))
+    refused = ~read
+    refused[read] = rule.rejects(statistics)
+    shares = {kind: float(refused[kinds == kind].mean()) for kind in dict.fromkeys(kinds)}
+    return shares | {"all": float(refused.mean())}
+
+
+def read_non_digits() -> tuple[np.ndarray, list[np.ndarray | None]]:
+    """(kinds, each of ``rejection.non_digit_pictures`` through the image reader as a PNG
+    file would go, or None where the reader refuses it)."""
+    kinds, images = [], []
     for kind, picture in rejection.non_digit_pictures():
         encoded = io.BytesIO()
         picture.save(encoded, "PNG")
         kinds.append(kind)
         try:
             images.append(mnist_like(encoded.getvalue()))
-            refused.append(False)
         except ImageError:
-            refused.append(True)
-    _, statistics = predict_images(module, params, np.stack(images))
-    refused_array = np.array(refused)
-    refused_array[~refused_array] = rule.rejects(statistics)
-    kinds = np.array(kinds)
-    shares = {kind: float(refused_array[kinds == kind].mean()) for kind in dict.fromkeys(kinds)}
-    return shares | {"all": float(refused_array.mean())}
+            images.append(None)
+    return np.array(kinds), images
 
 
 def format_report(report: Report) -> str:
