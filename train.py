@@ -1,7 +1,8 @@
 """Train a LeNet-5 variant on MNIST: ``python train.py --epochs 10 --variant original``.
 
 Exit codes (``lenet_jax.cli``): 0 done, 2 bad input (flags, data, checkpoints, a run
-directory another process is training), 3 diverged, 4 a write failed, 130 interrupted.
+directory another process is training), 3 diverged, 4 a write failed, 5 another process
+of a --distributed run stopped, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -80,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if problem := check_args(args):
         return fail(problem)
+    if args.distributed and distributed.CHILD_LOG not in os.environ:
+        return distributed.supervise([sys.executable, __file__, *(argv or sys.argv[1:])])
     if args.distributed and (problem := distributed.start(args)):
         return fail(problem)
     run_dir = run_dir_of(args)
@@ -102,6 +105,8 @@ def train(args: argparse.Namespace, run_dir: Path) -> int:
     """Load the data and train; every outcome is an exit code and at most one line."""
     # Heavy imports after the flags are known to be good: errors come back at once.
     with runtime.phase("imports"):
+        from jax.errors import JaxRuntimeError
+
         from lenet_jax import data, training
         from lenet_jax.checkpoint import CheckpointError
     runtime.enable_compilation_cache()
@@ -124,6 +129,10 @@ def train(args: argparse.Namespace, run_dir: Path) -> int:
     except OSError as err:  # reads fail as DataError or CheckpointError: this is a write
         return fail(f"cannot write to {run_dir}: {err.strerror or err}; the epochs saved "
                     "before are kept", cli.EXIT_WRITE)
+    except JaxRuntimeError as err:
+        if not args.distributed:
+            raise
+        distributed.peer_lost(str(err))  # a collective failed: a peer is gone
     except KeyboardInterrupt:
         print(f"train.py: interrupted; resume with --resume ({run_dir})", file=sys.stderr)
         return cli.EXIT_INTERRUPTED

@@ -18,6 +18,7 @@ EXIT_OK = 0
 EXIT_USAGE = 2  # bad input: flags, paths, data, checkpoints, images, a busy run directory
 EXIT_DIVERGED = 3  # the loss became NaN/Inf; the last good checkpoint is kept
 EXIT_WRITE = 4  # a write failed part-way (full or read-only disk); what was saved is kept
+EXIT_PEER_LOST = 5  # --distributed: another process of the run stopped; all resume
 EXIT_INTERRUPTED = 130  # Ctrl-C / SIGINT; resume with --resume
 
 

@@ -9,14 +9,25 @@ On CPU the processes reduce gradients through gloo.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
+import signal
 import socket
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
+from typing import NoReturn
+
+from lenet_jax import cli
 
 # Seconds to wait for process 0 (LENET_JAX_JOIN_TIMEOUT changes it), and for a silent
 # process to count as gone.
 JOIN_TIMEOUT = int(os.environ.get("LENET_JAX_JOIN_TIMEOUT", "60"))
 HEARTBEAT_TIMEOUT = 30
+# Set in the child that ``supervise`` starts: the file that takes the child's C++ output.
+CHILD_LOG = "LENET_JAX_DISTRIBUTED_LOG"
 
 
 def problem(args: argparse.Namespace) -> str | None:
@@ -45,6 +56,8 @@ def start(args: argparse.Namespace) -> str | None:
     checked here first, within ``JOIN_TIMEOUT``."""
     import jax
 
+    if CHILD_LOG in os.environ:
+        _keep_cpp_output_off_the_terminal()
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     if args.coordinator and (problem := _coordinator_problem(args)):
         return problem
@@ -58,6 +71,60 @@ def start(args: argparse.Namespace) -> str | None:
                 "--process-id, JAX reads them from a SLURM, Kubernetes or TPU-pod job)")
         return f"--distributed: {str(err).splitlines()[0]}{hint}"
     return None
+
+
+def supervise(command: list[str]) -> int:
+    """Run ``command`` (this train.py, --distributed) as a child, and end in one line
+    when JAX's distributed service aborts it because another process is gone: the
+    service's default is a C++ abort with a stack trace, and JAX gives Python no say."""
+    log = Path(tempfile.gettempdir()) / f"lenet-jax-distributed-{os.getpid()}.log"
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the child, which reports it
+    child = subprocess.Popen(command, env=dict(os.environ, **{CHILD_LOG: str(log)}),
+                             preexec_fn=_die_with_parent)
+    signal.signal(signal.SIGTERM, lambda signum, _: child.send_signal(signum))
+    code = child.wait()
+    if code == -signal.SIGABRT:  # how the service ends a process
+        return cli.fail("train.py", _LOST.format(
+            f"JAX's distributed service ended this one; its report: {log}"), cli.EXIT_PEER_LOST)
+    if code < 0 and -code not in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+        return cli.fail("train.py", f"the training process died of {signal.Signals(-code).name}"
+                        f"; its C++ output: {log}", 128 - code)
+    log.unlink(missing_ok=True)  # the child reported anything else itself
+    return code if code >= 0 else 128 - code
+
+
+_LOST = ("another process of this run stopped ({}); the saved epochs are kept: start "
+         "every process again with --resume")
+
+
+def peer_lost(detail: str) -> NoReturn:
+    """End this process in one line because a collective failed: another process of the
+    run is gone. ``os._exit``: JAX's exit handler would wait for the lost process at a
+    shutdown barrier, then abort."""
+    sys.stdout.flush()
+    cli.fail("train.py", _LOST.format(detail.splitlines()[0]), cli.EXIT_PEER_LOST)
+    sys.stderr.flush()
+    os._exit(cli.EXIT_PEER_LOST)
+
+
+def _die_with_parent() -> None:
+    """In the child: be killed when the supervising process dies (Linux's prctl)."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _keep_cpp_output_off_the_terminal() -> None:
+    """In the child: the C++ libraries' output (gloo's joins, the coordination
+    service's logs and abort) goes to the ``CHILD_LOG`` file; Python's stays."""
+    log = os.open(os.environ[CHILD_LOG], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        stream.flush()
+        terminal = os.dup(stream.fileno())
+        os.dup2(log, stream.fileno())
+        # Python's stream for the rest of the process: nothing to close it.
+        setattr(sys, name, open(terminal, "w", buffering=1, errors="backslashreplace"))  # noqa: SIM115
+    os.close(log)
 
 
 def writes_the_run() -> bool:

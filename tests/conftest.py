@@ -1,3 +1,4 @@
+import atexit
 import contextlib
 import gzip
 import hashlib
@@ -26,8 +27,11 @@ from lenet_jax import data, runtime  # noqa: E402
 from lenet_jax.data import Dataset, Split  # noqa: E402
 
 # Every test and every CLI it starts share one compilation cache, new for each session,
-# as a user's runs share theirs (~/.cache/lenet_jax/xla).
-os.environ.setdefault(runtime.COMPILATION_CACHE_ENV, tempfile.mkdtemp(prefix="lenet-jax-xla-"))
+# as a user's runs share theirs (~/.cache/lenet_jax/xla); the process that made it (not
+# an xdist worker, which inherits it) removes it at exit.
+if runtime.COMPILATION_CACHE_ENV not in os.environ:
+    os.environ[runtime.COMPILATION_CACHE_ENV] = tempfile.mkdtemp(prefix="lenet-jax-xla-")
+    atexit.register(shutil.rmtree, os.environ[runtime.COMPILATION_CACHE_ENV], ignore_errors=True)
 runtime.enable_compilation_cache()
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -110,8 +110,9 @@ def _budget(default: int, thorough: int) -> pytest.MarkDecorator:
 
 @_budget(100, 1500)
 def test_train_flags_give_success_or_one_line(examples, tmp_path, capsys, monkeypatch):
-    """train.py parses and checks every flag set; where it would start training
-    (stubbed here: the fuzz is of the checks), the flags were good."""
+    """train.py parses and checks every flag set; where it would start training, or
+    the child process of a --distributed run (both stubbed here: the fuzz is of the
+    checks), the flags were good."""
     import train
 
     _enter_places(tmp_path, monkeypatch)
@@ -119,7 +120,8 @@ def test_train_flags_give_success_or_one_line(examples, tmp_path, capsys, monkey
     @settings(SEEDED, max_examples=examples)
     @given(argv=_argv(TRAIN_FLAGS))
     def check(argv):
-        with mock.patch.object(train, "train", return_value=0):
+        with mock.patch.object(train, "train", return_value=0), \
+                mock.patch.object(train.distributed, "supervise", return_value=0):
             _outcome(train.main, argv, capsys, "train.py")
         assert (tmp_path / "a-file").read_text() == "not a directory"  # nothing deleted
         assert (tmp_path / "a-dir").is_dir()

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
-from lenet_jax import checkpoint, models, training
+from lenet_jax import checkpoint, cli, distributed, models, training
 
 EIGHT_DEVICES = textwrap.dedent("""
     import json, sys
@@ -47,27 +47,52 @@ TWO_PROCESS_FLAGS = ["--variant", "relu_maxpool", "--limit-train", "2048", "--va
                      "--batch-size", "64", "--no-progress"]
 
 
-def _train_as_processes(workdir: Path, processes: int, devices: int, *flags: str) -> list:
+def _start_processes(workdir: Path, processes: int, devices: int, *flags: str,
+                     slurm: bool = False) -> list:
     """train.py as ``processes`` real processes of ``devices`` CPU devices each, joined
-    through a coordinator on a free port of 127.0.0.1 (the README's command)."""
+    through a coordinator on a free port of 127.0.0.1: by the README's flags, or by the
+    variables a SLURM job step sets (JAX's cluster detection); each process with the
+    file that takes its output."""
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-               JAX_PLATFORMS="cpu", LENET_JAX_JOIN_TIMEOUT="20")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+               JAX_PLATFORMS="cpu", LENET_JAX_JOIN_TIMEOUT="20", TMPDIR=str(workdir.parent))
+    port = _free_port(range(61440, 65536) if slurm else range(0, 1))
     joined = (["--distributed", "--coordinator", f"127.0.0.1:{port}", "--num-processes",
-               str(processes)] if processes > 1 else [])
+               str(processes)] if processes > 1 and not slurm else [])
+    slurm_job = dict(SLURM_JOB_ID=str(port - 61440), SLURM_STEP_NODELIST="127.0.0.1",
+                     SLURM_NTASKS=str(processes))  # JAX's port for it: 61440 + id % 4096
     logs = [workdir.parent / f"{workdir.name}-{time.monotonic_ns()}-{i}.log"
             for i in range(processes)]  # files, not pipes: an undrained pipe stalls a peer
     running = []
     for i, log in enumerate(logs):
+        process_env = dict(env, **slurm_job, SLURM_PROCID=str(i), SLURM_LOCALID=str(i)) \
+            if slurm else env
         with log.open("w") as out:
-            running.append(subprocess.Popen(
+            running.append((subprocess.Popen(
                 [sys.executable, "train.py", *TWO_PROCESS_FLAGS, *flags, "--workdir",
-                 str(workdir), *joined, *(["--process-id", str(i)] if processes > 1 else [])],
-                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT))
-    codes = [p.wait(timeout=600) for p in running]
-    return [(("", log.read_text()), code) for log, code in zip(logs, codes, strict=True)]
+                 str(workdir), *(["--distributed"] if slurm else joined),
+                 *(["--process-id", str(i)] if joined else [])],
+                cwd=ROOT, env=process_env, stdout=out, stderr=subprocess.STDOUT), log))
+    return running
+
+
+def _free_port(candidates: range) -> int:
+    """A port of ``candidates`` that 127.0.0.1 can listen on now (0: any)."""
+    for port in candidates:
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return probe.getsockname()[1]
+    raise OSError(f"no free port in {candidates}")
+
+
+def _train_as_processes(workdir: Path, processes: int, devices: int, *flags: str,
+                        slurm: bool = False) -> list:
+    """(output, exit code) of each process of ``_start_processes``, once all have ended."""
+    running = _start_processes(workdir, processes, devices, *flags, slurm=slurm)
+    codes = [process.wait(timeout=600) for process, _ in running]
+    return [(("", log.read_text()), code) for (_, log), code in zip(running, codes, strict=True)]
 
 
 def _max_difference(a, b) -> float:
@@ -102,6 +127,41 @@ def test_two_processes_train_as_one_and_resume(tmp_path):
         == [1, 2]
     _, meta = checkpoint.restore_for_inference(two)
     assert meta["epoch"] == 2
+
+
+@pytest.mark.slow
+def test_a_slurm_job_step_is_detected_without_the_flags(tmp_path):
+    """``--distributed`` alone, in the environment SLURM gives each task of a step:
+    JAX finds the coordinator, count and index, and the two processes train as one."""
+    outcomes = _train_as_processes(tmp_path / "w", 2, 1, "--epochs", "1", slurm=True)
+    for (_, output), code in outcomes:
+        assert code == 0, output[-3000:]
+        assert "on cpu x2, compiled" in output  # one mesh over both processes' devices
+    _, meta = checkpoint.restore_for_inference(tmp_path / "w" / "relu_maxpool")
+    assert meta["epoch"] == 1
+
+
+@pytest.mark.slow
+def test_a_killed_process_ends_the_other_in_one_line_keeping_its_epochs(tmp_path):
+    """kill -9 of process 1 mid-run: process 0 ends within the heartbeat timeout, exit 5,
+    one line and no traceback (JAX's own end is a C++ abort); epoch 1 stays restorable."""
+    (zero, zero_log), (one, _) = _start_processes(tmp_path / "w", 2, 4, "--epochs", "50")
+    deadline = time.monotonic() + 300
+    while "epoch   2/50" not in zero_log.read_text():
+        assert zero.poll() is None and time.monotonic() < deadline, zero_log.read_text()
+        time.sleep(0.2)
+    one.kill()
+    killed = time.monotonic()
+    assert zero.wait(timeout=120) == cli.EXIT_PEER_LOST
+    assert time.monotonic() - killed < distributed.HEARTBEAT_TIMEOUT + 10
+    output = zero_log.read_text()
+    assert "Traceback" not in output and "Check failure" not in output
+    assert output.splitlines()[-1].startswith(
+        "train.py: error: another process of this run stopped (")
+    assert output.splitlines()[-1].endswith(
+        "); the saved epochs are kept: start every process again with --resume")
+    _, meta = checkpoint.restore_for_inference(tmp_path / "w" / "relu_maxpool")
+    assert meta["epoch"] >= 2
 
 
 @pytest.mark.slow
