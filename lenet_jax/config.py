@@ -31,6 +31,9 @@ class TrainConfig:
     learning_rate: float | None = _setting(
         None, "Adam learning rate (default: the preset's: 3e-3 for original, else 1e-3)",
         flag="--lr")
+    weight_decay: float | None = _setting(
+        None, "L2 weight decay added to the gradient, as PyTorch's Adam(weight_decay=) "
+              "(default: the preset's, 0 but for relu_avgpool_pad2_dropout)")
     schedule: Schedule | None = _setting(
         None, "learning-rate schedule, cosine = warmup then decay to 0 (default: the preset's)")
     warmup_epochs: float = _setting(0.0, "linear warmup of the cosine schedule, in epochs")
@@ -54,6 +57,7 @@ class TrainConfig:
         return dataclasses.replace(
             self,
             learning_rate=self.learning_rate or preset.learning_rate,
+            weight_decay=preset.weight_decay if self.weight_decay is None else self.weight_decay,
             schedule=self.schedule or preset.schedule,
             augment=preset.augment if self.augment is None else self.augment,
         )
@@ -66,6 +70,8 @@ class TrainConfig:
             return f"--epochs must be positive, got {self.epochs}"
         if self.learning_rate is not None and not self.learning_rate > 0:
             return f"--lr must be positive, got {self.learning_rate}"
+        if self.weight_decay is not None and not 0 <= self.weight_decay < float("inf"):
+            return f"--weight-decay must be 0 or positive, got {self.weight_decay}"
         if not 0 <= self.val_size < TRAIN_SIZE:
             return f"--val-size must be in [0, {TRAIN_SIZE}), got {self.val_size}"
         train_size = TRAIN_SIZE - self.val_size

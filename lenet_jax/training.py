@@ -88,23 +88,31 @@ def steps_per_epoch(num_examples: int, batch_size: int) -> int:
 
 
 def make_optimizer(config: TrainConfig, num_steps_per_epoch: int) -> optax.GradientTransformation:
-    """Adam with a constant rate, or linear warmup then cosine decay to 0 at the end."""
+    """Adam with a constant rate, or linear warmup then cosine decay to 0 at the end;
+    with weight decay as PyTorch's ``Adam(weight_decay=)`` does it."""
     config = config.resolved()
     if config.schedule == "cosine":
-        return _adam(config.learning_rate, config.epochs * num_steps_per_epoch,
+        return _adam(config.learning_rate, config.weight_decay,
+                     config.epochs * num_steps_per_epoch,
                      int(config.warmup_epochs * num_steps_per_epoch))
-    return _adam(config.learning_rate)
+    return _adam(config.learning_rate, config.weight_decay)
 
 
 # One object per recipe: train states built alike have equal static parts, so the
 # compiled epoch is reused instead of traced and compiled again.
 @functools.cache
-def _adam(learning_rate: float, cosine_steps: int = 0,
+def _adam(learning_rate: float, weight_decay: float = 0.0, cosine_steps: int = 0,
           warmup_steps: int = 0) -> optax.GradientTransformation:
     if cosine_steps:
-        return optax.adam(optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup_steps,
+        adam = optax.adam(optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup_steps,
                                                              cosine_steps))
-    return optax.adam(learning_rate)
+    else:
+        adam = optax.adam(learning_rate)
+    if not weight_decay:
+        return adam
+    # L2 added to the gradient before Adam's moments (coupled, as PyTorch's Adam), which
+    # is what the write-ups used; not AdamW's decoupled decay.
+    return optax.chain(optax.add_decayed_weights(weight_decay), adam)
 
 
 @functools.cache
@@ -403,16 +411,18 @@ def compile_epoch(
 
 
 # Config fields that change the trajectory: a resumed run must keep them.
-_RESUME_INVARIANT = ("preset", "dataset", "batch_size", "learning_rate", "schedule",
-                     "warmup_epochs", "seed", "val_size", "augment", "limit_train")
+_RESUME_INVARIANT = ("preset", "dataset", "batch_size", "learning_rate", "weight_decay",
+                     "schedule", "warmup_epochs", "seed", "val_size", "augment", "limit_train")
 _FORMER_NAMES = {"preset": "variant", "limit_train": "train_limit"}  # in older checkpoints
+_ADDED_SINCE = {"weight_decay": 0.0}  # what older checkpoints, without the field, used
 
 
 def _check_resumable(saved: dict, config: TrainConfig) -> None:
     saved_config = saved.get("config", {})
     fields = _RESUME_INVARIANT + (("epochs",) if config.schedule == "cosine" else ())
     for field in fields:
-        saved_value = saved_config.get(field, saved_config.get(_FORMER_NAMES.get(field, "")))
+        saved_value = saved_config.get(field, saved_config.get(_FORMER_NAMES.get(field, ""),
+                                                               _ADDED_SINCE.get(field)))
         if saved_value != getattr(config, field):
             raise checkpoint.CheckpointError(
                 f"cannot resume: the run was trained with {flag(field)[2:]}={saved_value!r},"
@@ -538,6 +548,7 @@ def _describe(run: _Run, compile_seconds: float) -> str:
     return (f"{c.preset} on {run.dataset.name}: {run.num_train} train / "
             f"{len(val[1]) if val is not None else 0} validation / {len(run.dataset.test)} "
             f"test, batch {c.batch_size}, Adam {c.learning_rate:g} {c.schedule}"
+            f"{f', weight decay {c.weight_decay:g}' if c.weight_decay else ''}"
             f"{', distortions' if c.augment else ''}, loop '{c.loop}' on "
             f"{jax.default_backend()} x{run.mesh.size if run.mesh else 1}, compiled in "
             f"{compile_seconds:.1f}s")

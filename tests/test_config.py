@@ -44,6 +44,8 @@ def test_flags_parse_into_the_config_with_their_types():
     ({"limit_train": 55_001}, "--limit-train must be in [0, 55000], got 55001"),
     ({"limit_train": 100, "batch_size": 101}, "--batch-size must be in [1, 100]"),
     ({"devices": -1}, "--devices must be 0 (all) or positive, got -1"),
+    ({"weight_decay": -0.1}, "--weight-decay must be 0 or positive, got -0.1"),
+    ({"weight_decay": float("nan")}, "--weight-decay must be 0 or positive, got nan"),
 ])
 def test_problems_name_the_flag(changes, problem):
     assert problem in TrainConfig(**changes).problem()
@@ -52,6 +54,9 @@ def test_problems_name_the_flag(changes, problem):
 
 def test_resolved_takes_the_presets_recipe_where_unset():
     assert TrainConfig().resolved() == TrainConfig(learning_rate=3e-3, schedule="cosine",
-                                                   augment=True)
+                                                   augment=True, weight_decay=0.0)
     mine = TrainConfig(preset="relu_maxpool", learning_rate=0.02, augment=True)
-    assert mine.resolved() == dataclasses.replace(mine, schedule="constant")
+    assert mine.resolved() == dataclasses.replace(mine, schedule="constant", weight_decay=0.0)
+    dropout = TrainConfig(preset="relu_avgpool_pad2_dropout")
+    assert dropout.resolved().weight_decay == 0.01
+    assert dataclasses.replace(dropout, weight_decay=0.0).resolved().weight_decay == 0.0

@@ -1,8 +1,10 @@
+import dataclasses
 import json
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from lenet_jax import checkpoint, training
@@ -108,6 +110,30 @@ def test_cosine_schedule_warms_up_and_decays():
         sizes.append(abs(float(updates["w"])))
     assert sizes[0] == 0.0 and max(sizes) == pytest.approx(1e-3, rel=1e-3)
     assert sizes.index(max(sizes)) == 5 and sizes[-1] < 1e-4
+
+
+def test_weight_decay_is_pytorchs_coupled_l2_not_adamw():
+    """Three steps against PyTorch's documented Adam(weight_decay=λ): g <- g + λθ, then
+    the moments; AdamW (decay applied to θ outside the moments) would differ."""
+    config = training.TrainConfig(preset="relu_avgpool_pad2_dropout", learning_rate=1e-2)
+    assert config.resolved().weight_decay == 0.01  # the write-up's value is the row's
+    optimizer = training.make_optimizer(config, 10)
+    rng = np.random.default_rng(0)
+    theta, grads = rng.normal(size=5), rng.normal(size=(3, 5))
+    params = {"w": jnp.asarray(theta, jnp.float32)}
+    opt_state = optimizer.init(params)
+    m = v = np.zeros(5)
+    for t, g in enumerate(grads, start=1):
+        updates, opt_state = optimizer.update({"w": jnp.asarray(g, jnp.float32)}, opt_state,
+                                              params)
+        params = optax.apply_updates(params, updates)
+        g = g + 0.01 * theta
+        m, v = 0.9 * m + 0.1 * g, 0.999 * v + 0.001 * g * g
+        theta = theta - 1e-2 * (m / (1 - 0.9**t)) / (np.sqrt(v / (1 - 0.999**t)) + 1e-8)
+    np.testing.assert_allclose(params["w"], theta, rtol=1e-5)
+    plain = training.make_optimizer(dataclasses.replace(config, weight_decay=0.0), 10)
+    assert jax.tree_util.tree_structure(plain.init(params)) \
+        == jax.tree_util.tree_structure(optax.adam(1e-3).init(params))  # old runs restore
 
 
 def test_train_and_evaluate_checkpoints_round_trip(tiny_dataset, tmp_path):
