@@ -77,7 +77,7 @@ def main() -> int:
     fresh = lambda: training.replicated(mesh, training.create_train_state(config, args.steps))  # noqa: E731
     device_data = training.to_device(train.take(slice(0, n)), mesh)
     plan = training.plan_epoch(0, 0, n, args.batch_size, mesh)
-    run, _ = training.compile_epoch("scan", fresh(), device_data, plan, False)
+    run, _ = training.compile_epoch("scan", fresh(), device_data, plan)
     images, labels = train.images[:n], train.labels[:n].astype(np.int32)
     order = np.asarray(plan.indices)
     sharding = NamedSharding(mesh, P("data")) if mesh else jax.devices()[0]

@@ -56,7 +56,7 @@ def main() -> int:
     state = training.create_train_state(config, args.steps)
     device_data = training.to_device(train.take(slice(0, n)))
     plan = training.plan_epoch(0, 0, n, args.batch_size)
-    run, _ = training.compile_epoch("scan", state, device_data, plan, False)
+    run, _ = training.compile_epoch("scan", state, device_data, plan)
     state, totals = run(state, plan, lambda _: None)  # warm up
     with tempfile.TemporaryDirectory() as trace_dir:
         with jax.profiler.trace(trace_dir, create_perfetto_trace=True):

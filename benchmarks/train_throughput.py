@@ -90,7 +90,7 @@ def setup_ours(preset: str, train: data.Split, test: data.Split, steps: int,
     state = training.create_train_state(config, steps)
     device_data = training.to_device(train.take(slice(0, n)))
     plan = training.plan_epoch(0, 0, n, batch)
-    run, compile_seconds = training.compile_epoch("scan", state, device_data, plan, False)
+    run, compile_seconds = training.compile_epoch("scan", state, device_data, plan)
 
     def run_pass(repeat: int) -> None:
         nonlocal state

@@ -45,6 +45,8 @@ class TrainConfig:
     augment: bool | None = _setting(
         None, "random affine distortions on device: shift, rotate, scale (default: the "
               "preset's, on for original)")
+    flip: bool = _setting(False, "random left-right flips of half the training images "
+                                 "(right for clothes, wrong for digits)")
     devices: int = _setting(0, "data-parallel over this many devices (default 0: all "
                                "visible); the batch size must divide by it")
     loop: Literal["scan", "step"] = _setting(
@@ -61,6 +63,10 @@ class TrainConfig:
             schedule=self.schedule or preset.schedule,
             augment=preset.augment if self.augment is None else self.augment,
         )
+
+    def distortions(self) -> tuple[str, ...]:
+        """What distorts each training batch (``training._distort``); resolved config."""
+        return ("affine",) * bool(self.augment) + ("flip",) * self.flip
 
     def problem(self) -> str | None:
         """The first setting that cannot work, said with its flag, or None."""

@@ -214,10 +214,25 @@ def random_affine(key: jax.Array, images: jax.Array) -> jax.Array:
     return jax.vmap(warp)(images.astype(jnp.float32), angle, scale, shift)
 
 
-def _batch_loss(params, state: TrainState, images, labels, mask, key, train: bool, augment: bool):
+def random_flip(key: jax.Array, images: jax.Array) -> jax.Array:
+    """Each image mirrored left-right with probability 1/2 (for clothes, not digits)."""
+    flipped = jax.random.bernoulli(key, 0.5, (images.shape[0], 1, 1, 1))
+    return jnp.where(flipped, images[:, :, ::-1], images)
+
+
+def _distort(key: jax.Array, images: jax.Array, distortions: tuple[str, ...]) -> jax.Array:
+    """``distortions`` of the batch: "affine" (``random_affine``), "flip" (``random_flip``)."""
+    if "affine" in distortions:
+        images = random_affine(key, images)
+    if "flip" in distortions:
+        images = random_flip(jax.random.fold_in(key, 1), images)
+    return images
+
+
+def _batch_loss(params, state: TrainState, images, labels, mask, key, train: bool,
+                distortions: tuple[str, ...]):
     augment_key, dropout_key = jax.random.split(key)
-    if augment:
-        images = random_affine(augment_key, images)
+    images = _distort(augment_key, images, distortions)
     x = models.preprocess(images, state.module.preset)
     logits = state.apply_fn({"params": params}, x, train=train, rngs={"dropout": dropout_key})
     per_example = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
@@ -242,7 +257,7 @@ def empty_totals() -> dict[str, jax.Array]:
 
 def train_step(
     carry: tuple[TrainState, dict], step: jax.Array, data: tuple[jax.Array, jax.Array],
-    plan: EpochPlan, augment: bool = False,
+    plan: EpochPlan, distortions: tuple[str, ...] = (),
 ) -> tuple[TrainState, dict]:
     """One optimiser step on batch ``step`` of ``plan``; totals accumulate on device.
 
@@ -257,7 +272,7 @@ def train_step(
         batch = jax.lax.with_sharding_constraint(batch, plan.batch_sharding)
     key = jax.random.fold_in(plan.key, step)
     grad_fn = jax.value_and_grad(_batch_loss, has_aux=True)
-    (loss, metrics), grads = grad_fn(state.params, state, *batch, key, True, augment)
+    (loss, metrics), grads = grad_fn(state.params, state, *batch, key, True, distortions)
     state = state.apply_gradients(grads=grads)
     loss_sum = totals["loss_sum"] + metrics["loss_sum"]
     # A huge but finite loss can overflow the running sum: that is divergence too.
@@ -278,22 +293,23 @@ def train_step(
 COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": True}  # stated, not left to a default
 
 
-@functools.partial(jax.jit, static_argnames="augment", donate_argnums=0,
+@functools.partial(jax.jit, static_argnames="distortions", donate_argnums=0,
                    compiler_options=COMPILER_OPTIONS)
 def train_epoch_scan(
-    state: TrainState, data: tuple[jax.Array, jax.Array], plan: EpochPlan, augment: bool = False
+    state: TrainState, data: tuple[jax.Array, jax.Array], plan: EpochPlan,
+    distortions: tuple[str, ...] = (),
 ) -> tuple[TrainState, dict]:
     """A whole epoch as one compiled call."""
 
     def body(carry, step):
-        return train_step(carry, step, data, plan, augment), None
+        return train_step(carry, step, data, plan, distortions), None
 
     steps = jnp.arange(plan.indices.shape[0], dtype=jnp.int32)
     (state, totals), _ = jax.lax.scan(body, (state, empty_totals()), steps)
     return state, totals
 
 
-train_step_jit = jax.jit(train_step, static_argnames="augment", donate_argnums=0,
+train_step_jit = jax.jit(train_step, static_argnames="distortions", donate_argnums=0,
                          compiler_options=COMPILER_OPTIONS)
 
 
@@ -394,17 +410,18 @@ EpochRunner = Callable[[TrainState, EpochPlan, Callable[[int], None] | None],
 
 def compile_epoch(
     loop: str, state: TrainState, data: tuple[jax.Array, jax.Array], plan: EpochPlan,
-    augment: bool,
+    distortions: tuple[str, ...] = (),
 ) -> tuple[EpochRunner, float]:
     """Compile the epoch ahead of time: (run(state, plan, on_step), compile seconds).
-    ``loop`` is "scan" (the epoch is one call) or "step" (one call per batch)."""
+    ``loop`` is "scan" (the epoch is one call) or "step" (one call per batch);
+    ``distortions`` as ``TrainConfig.distortions``."""
     start = time.perf_counter()
     if loop == "scan":
-        compiled = train_epoch_scan.lower(state, data, plan, augment).compile()
+        compiled = train_epoch_scan.lower(state, data, plan, distortions).compile()
         scan_call, step_call = (lambda s, p: compiled(s, data, p)), None
     else:
         compiled = train_step_jit.lower((state, empty_totals()), jnp.int32(0), data, plan,
-                                        augment).compile()
+                                        distortions).compile()
         scan_call, step_call = None, (lambda c, i, p: compiled(c, i, data, p))
     seconds = time.perf_counter() - start
     return functools.partial(_drive, loop, scan_call, step_call), seconds
@@ -412,9 +429,11 @@ def compile_epoch(
 
 # Config fields that change the trajectory: a resumed run must keep them.
 _RESUME_INVARIANT = ("preset", "dataset", "batch_size", "learning_rate", "weight_decay",
-                     "schedule", "warmup_epochs", "seed", "val_size", "augment", "limit_train")
+                     "schedule", "warmup_epochs", "seed", "val_size", "augment", "flip",
+                     "limit_train")
 _FORMER_NAMES = {"preset": "variant", "limit_train": "train_limit"}  # in older checkpoints
-_ADDED_SINCE = {"weight_decay": 0.0}  # what older checkpoints, without the field, used
+# What older checkpoints, without the field, used.
+_ADDED_SINCE = {"weight_decay": 0.0, "flip": False}
 
 
 def _check_resumable(saved: dict, config: TrainConfig) -> None:
@@ -549,7 +568,8 @@ def _describe(run: _Run, compile_seconds: float) -> str:
             f"{len(val[1]) if val is not None else 0} validation / {len(run.dataset.test)} "
             f"test, batch {c.batch_size}, Adam {c.learning_rate:g} {c.schedule}"
             f"{f', weight decay {c.weight_decay:g}' if c.weight_decay else ''}"
-            f"{', distortions' if c.augment else ''}, loop '{c.loop}' on "
+            f"{', distortions' if c.augment else ''}{', flips' if c.flip else ''}, "
+            f"loop '{c.loop}' on "
             f"{jax.default_backend()} x{run.mesh.size if run.mesh else 1}, compiled in "
             f"{compile_seconds:.1f}s")
 
@@ -579,7 +599,7 @@ def train_and_evaluate(
         state, start_epoch = _initial_state(run, resume, log)
     with phase("compile"):
         run_epoch, compile_seconds = compile_epoch(config.loop, state, run.train,
-                                                   run.plan(start_epoch), config.augment)
+                                                   run.plan(start_epoch), config.distortions())
     log(_describe(run, compile_seconds))
     metrics_log = MetricsLog(run.run_dir, resume_epoch=start_epoch,
                              write=jax.process_index() == 0)

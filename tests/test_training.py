@@ -24,7 +24,8 @@ def _epoch(config, split, epoch=0, loop="step", state=None):
         config, training.steps_per_epoch(len(split), config.batch_size)
     )
     plan = training.plan_epoch(config.seed, epoch, len(split), config.batch_size)
-    run, _ = training.compile_epoch(loop, state, training.to_device(split), plan, config.augment)
+    run, _ = training.compile_epoch(loop, state, training.to_device(split), plan,
+                                    config.distortions())
     return run(state, plan, None)
 
 
@@ -77,7 +78,7 @@ def test_scanned_epoch_matches_the_same_steps_one_by_one(tiny_dataset, preset, a
     state = training.create_train_state(config, training.steps_per_epoch(len(split), 64))
     plan = training.plan_epoch(config.seed, 0, len(split), 64)
     data = training.to_device(split)
-    run, _ = training.compile_epoch("scan", state, data, plan, augment)
+    run, _ = training.compile_epoch("scan", state, data, plan, config.resolved().distortions())
     initial = jax.tree_util.tree_map(np.asarray, state.params)  # the scan donates state
     scanned, scan_totals = run(state, plan, lambda _: None)
     assert int(scanned.step) == int(stepped.step) == 11
@@ -110,6 +111,18 @@ def test_cosine_schedule_warms_up_and_decays():
         sizes.append(abs(float(updates["w"])))
     assert sizes[0] == 0.0 and max(sizes) == pytest.approx(1e-3, rel=1e-3)
     assert sizes.index(max(sizes)) == 5 and sizes[-1] < 1e-4
+
+
+def test_flips_mirror_about_half_the_batch_and_only_with_the_flag():
+    images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (400, 28, 28, 1)), jnp.uint8)
+    key = jax.random.key(3)
+    distorted = training._distort(key, images, ("flip",))
+    mirrored = np.all(np.asarray(distorted) == np.asarray(images)[:, :, ::-1], axis=(1, 2, 3))
+    kept = np.all(np.asarray(distorted) == np.asarray(images), axis=(1, 2, 3))
+    assert np.all(mirrored ^ kept) and 160 < mirrored.sum() < 240
+    assert training._distort(key, images, ()) is images
+    assert training.TrainConfig(flip=True).resolved().distortions() == ("affine", "flip")
+    assert training.TrainConfig(preset="relu_maxpool").resolved().distortions() == ()
 
 
 def test_weight_decay_is_pytorchs_coupled_l2_not_adamw():
