@@ -10,6 +10,9 @@ size and number of steps:
                 (nn.Conv, NHWC; benchmarks/flax_reference.py)
   torch         PyTorch eager, the same preset row built with torch.nn
                 (benchmarks/torch_reference.py)
+  torch-compile the same model and loop with ``torch.compile`` (inductor) on the model
+                and on the optimizer's step, what a PyTorch user tries next; its
+                compilation (the first steps) is reported as its compile time
 
     python benchmarks/train_throughput.py --preset original --steps 500 --repeats 5
 
@@ -48,7 +51,7 @@ from flax_reference import FlaxExampleLeNet  # noqa: E402
 
 from lenet_jax import data, models, training  # noqa: E402
 
-CONTENDERS = ("ours", "flax-loop", "flax-example", "torch")
+CONTENDERS = ("ours", "flax-loop", "flax-example", "torch", "torch-compile")
 
 
 def peak_rss_mib() -> float:
@@ -169,7 +172,7 @@ def setup_flax_example(preset: str, train: data.Split, test: data.Split, steps: 
 
 
 def setup_torch(preset: str, train: data.Split, test: data.Split, steps: int, batch: int,
-                threads: int) -> Contender | None:
+                threads: int, compiled: bool = False) -> Contender | None:
     try:
         import torch
     except ImportError:
@@ -183,10 +186,13 @@ def setup_torch(preset: str, train: data.Split, test: data.Split, steps: int, ba
     spec = models.get_preset(preset)
     model = TorchLeNet(spec)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    if compiled:
+        model = torch.compile(model)
+        optimizer.step = torch.compile(optimizer.step)
     images = to_nchw(np.asarray(models.preprocess(train.images[: steps * batch], spec)))
     labels = torch.from_numpy(train.labels[: steps * batch].astype(np.int64))
-    start = time.perf_counter()  # warm-up: one step (allocator, kernels)
-    train_steps(model, optimizer, images, labels, torch.arange(batch), batch)
+    start = time.perf_counter()  # warm-up: two steps (allocator, kernels; compilation)
+    train_steps(model, optimizer, images, labels, torch.arange(2 * batch), batch)
     warmup = time.perf_counter() - start
 
     def run_pass(repeat: int) -> None:
@@ -198,7 +204,8 @@ def setup_torch(preset: str, train: data.Split, test: data.Split, steps: int, ba
         test_labels = torch.from_numpy(test.labels.astype(np.int64))
         return _median_seconds(lambda: accuracy(model, test_images, test_labels))
 
-    return Contender(f"PyTorch {torch.__version__} eager", warmup, run_pass, evaluate)
+    kind = "torch.compile (inductor)" if compiled else "eager"
+    return Contender(f"PyTorch {torch.__version__} {kind}", warmup, run_pass, evaluate)
 
 
 def run_rounds(contenders: list[Contender], images_per_pass: int,
@@ -267,6 +274,8 @@ def main() -> int:
         "flax-loop": lambda: setup_flax_example(*common),
         "flax-example": lambda: setup_flax_example(*common, textbook_model=True),
         "torch": lambda: setup_torch(*common, args.threads or os.cpu_count() or 1),
+        "torch-compile": lambda: setup_torch(*common, args.threads or os.cpu_count() or 1,
+                                             compiled=True),
     }
     contenders = []
     for name in CONTENDERS:

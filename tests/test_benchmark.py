@@ -12,7 +12,7 @@ SCRIPT = str(ROOT / "benchmarks" / "train_throughput.py")
 def test_benchmark_reports_every_contender_per_round(tmp_path):
     out = tmp_path / "results.json"
     run = run_cli(SCRIPT, "--preset", "relu_maxpool", "--steps", "4", "--repeats", "2",
-                  "--skip", "torch", "--json", str(out))
+                  "--skip", "torch", "torch-compile", "--json", str(out))
     assert run.returncode == 0, run.stderr[-2000:]
     results = json.loads(out.read_text())
     assert [r["name"].split(" (")[0].split(",")[0] for r in results] == [
