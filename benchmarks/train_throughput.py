@@ -10,9 +10,9 @@ size and number of steps:
                 (nn.Conv, NHWC; benchmarks/flax_reference.py)
   torch         PyTorch eager, the same preset row built with torch.nn
                 (benchmarks/torch_reference.py)
-  torch-compile the same model and loop with ``torch.compile`` (inductor) on the model
-                and on the optimizer's step, what a PyTorch user tries next; its
-                compilation (the first steps) is reported as its compile time
+  torch-compile the same model and loop with ``torch.compile(model)`` (inductor), what
+                a PyTorch user tries next; its compilation (the first steps) is
+                reported as its compile time
 
     python benchmarks/train_throughput.py --preset original --steps 500 --repeats 5
 
@@ -187,8 +187,9 @@ def setup_torch(preset: str, train: data.Split, test: data.Split, steps: int, ba
     model = TorchLeNet(spec)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     if compiled:
+        # The model alone: also compiling optimizer.step, or mode="max-autotune", measured
+        # no faster here (benchmarks/RESULTS.md).
         model = torch.compile(model)
-        optimizer.step = torch.compile(optimizer.step)
     images = to_nchw(np.asarray(models.preprocess(train.images[: steps * batch], spec)))
     labels = torch.from_numpy(train.labels[: steps * batch].astype(np.int64))
     start = time.perf_counter()  # warm-up: two steps (allocator, kernels; compilation)
