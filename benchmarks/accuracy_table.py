@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -129,12 +130,19 @@ def plot(rows: list[Row], path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
+def cpu_name() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else platform.machine()
+
+
 def header(args: argparse.Namespace, seconds: float) -> str:
     versions = ", ".join(f"{m.__name__} {m.__version__}" for m in (jax, np))
     return (f"# Accuracy over seeds\n\nWritten by `python benchmarks/accuracy_table.py "
             f"{' '.join(sys.argv[1:])}`; each preset with its own recipe (`TrainConfig` "
             f"defaults: batch 64, 5,000 validation images held out), {args.epochs} epochs, "
-            f"seeds 0-{args.seeds - 1}. Machine: {platform.machine()}, "
+            f"seeds 0-{args.seeds - 1}. Machine: {cpu_name()}, {os.cpu_count()} cores, "
             f"{jax.device_count()} {jax.default_backend()} device(s), Python "
             f"{platform.python_version()}, {versions}. Wall time {seconds / 60:.1f} min.\n")
 
