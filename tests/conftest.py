@@ -158,6 +158,14 @@ def fake_tfds(tmp_path_factory) -> tuple[Path, list]:
     return root / "tfds", truth
 
 
+def ctrl_c_as_in_a_terminal() -> None:
+    """``preexec_fn`` for a process a test interrupts with SIGINT: SIGINT's default
+    disposition, as a terminal gives it. A runner started in the background by a shell
+    (``.ci/run &``) hands its children SIGINT ignored, and Python then never raises
+    KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @contextlib.contextmanager
 def serving(ckpt: Path, *flags: str, timeout: float = 120) -> Iterator[str]:
     """``python -m lenet_jax.serve --ckpt ckpt --port 0`` as a real process; yields the
@@ -165,7 +173,7 @@ def serving(ckpt: Path, *flags: str, timeout: float = 120) -> Iterator[str]:
     server = subprocess.Popen(
         [sys.executable, "-m", "lenet_jax.serve", "--ckpt", str(ckpt), "--port", "0", *flags],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        env=dict(os.environ, PYTHONUNBUFFERED="1"), preexec_fn=ctrl_c_as_in_a_terminal)
     try:
         ready = select.select([server.stdout], [], [], timeout)[0]
         line = server.stdout.readline() if ready else ""
