@@ -35,6 +35,12 @@ if runtime.COMPILATION_CACHE_ENV not in os.environ:
 runtime.enable_compilation_cache()
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# A runner started in the background by a shell (`.ci/run &`) inherits SIGINT ignored and
+# would hand that to the processes the tests interrupt with SIGINT (Ctrl-C in a terminal);
+# Python's own handler here lets them start with the default instead.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.path.insert(0, str(ROOT))  # the CLIs (train.py, evaluate.py) import as modules too
 
 
@@ -158,14 +164,6 @@ def fake_tfds(tmp_path_factory) -> tuple[Path, list]:
     return root / "tfds", truth
 
 
-def ctrl_c_as_in_a_terminal() -> None:
-    """``preexec_fn`` for a process a test interrupts with SIGINT: SIGINT's default
-    disposition, as a terminal gives it. A runner started in the background by a shell
-    (``.ci/run &``) hands its children SIGINT ignored, and Python then never raises
-    KeyboardInterrupt."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 @contextlib.contextmanager
 def serving(ckpt: Path, *flags: str, timeout: float = 120) -> Iterator[str]:
     """``python -m lenet_jax.serve --ckpt ckpt --port 0`` as a real process; yields the
@@ -173,7 +171,7 @@ def serving(ckpt: Path, *flags: str, timeout: float = 120) -> Iterator[str]:
     server = subprocess.Popen(
         [sys.executable, "-m", "lenet_jax.serve", "--ckpt", str(ckpt), "--port", "0", *flags],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=dict(os.environ, PYTHONUNBUFFERED="1"), preexec_fn=ctrl_c_as_in_a_terminal)
+        env=dict(os.environ, PYTHONUNBUFFERED="1"))
     try:
         ready = select.select([server.stdout], [], [], timeout)[0]
         line = server.stdout.readline() if ready else ""

@@ -16,7 +16,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from conftest import ROOT, ctrl_c_as_in_a_terminal, run_cli, run_main, tree_digest
+from conftest import ROOT, run_cli, run_main, tree_digest
 from PIL import Image
 
 from lenet_jax import checkpoint, data, training
@@ -367,8 +367,7 @@ def test_ctrl_c_mid_run_is_exit_130_with_how_to_resume(tmp_path):
                "--val-size", "500", "--epochs", "1000", "--no-progress", "--workdir",
                str(workdir)]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True,
-                               preexec_fn=ctrl_c_as_in_a_terminal)
+                               stderr=subprocess.PIPE, text=True)
     run_dir = workdir / "relu_maxpool"
     _wait_for_epoch_1(process, run_dir)
     process.send_signal(signal.SIGINT)
