@@ -18,7 +18,7 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
-from lenet_jax import models
+from lenet_jax import distributed, models
 
 CHECKPOINTS_DIR = "checkpoints"
 BEST_LINK = "best"
@@ -100,7 +100,7 @@ def _restore(manager: ocp.CheckpointManager, step: int, items: dict) -> dict:
 def _link(link: Path, target: Path) -> None:
     """Make ``link`` a relative symlink to ``target``, atomically; a real directory of
     that name is left alone, and only process 0 of several writes."""
-    if (link.exists() and not link.is_symlink()) or jax.process_index() != 0:
+    if (link.exists() and not link.is_symlink()) or not distributed.writes_the_run():
         return
     tmp = link.with_name(f".{link.name}-link-{os.getpid()}")
     tmp.unlink(missing_ok=True)

@@ -132,7 +132,7 @@ def writes_the_run() -> bool:
     and the lock (Orbax coordinates the checkpoint itself). Process 0 of several."""
     import jax
 
-    return jax.process_count() == 1 or jax.process_index() == 0
+    return jax.process_index() == 0
 
 
 def _coordinator_problem(args: argparse.Namespace) -> str | None:

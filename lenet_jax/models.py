@@ -131,7 +131,7 @@ _PRESET_ROWS: tuple[Preset, ...] = (
         input_size=28, fit="none", **_MNIST_STATS, activation="relu", pool="avg",
         c1_padding=2, c3="full", c5="dense", c5_activation=True, head="dense",
         dropout=0.5, weight_decay=0.01,  # the write-up's Adam(weight_decay=0.01), measured
-        # against none in benchmarks/RESULTS.md ("Seed recipes")
+        # against none in README ("Seed recipes") and benchmarks/RESULTS.md
     ),
 )
 

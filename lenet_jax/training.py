@@ -26,7 +26,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
-from lenet_jax import checkpoint, models, rejection
+from lenet_jax import checkpoint, distributed, models, rejection
 from lenet_jax.config import ConfigError, TrainConfig, flag
 from lenet_jax.data import Dataset, Split, split_validation
 from lenet_jax.reporting import MetricsLog
@@ -602,7 +602,7 @@ def train_and_evaluate(
                                                    run.plan(start_epoch), config.distortions())
     log(_describe(run, compile_seconds))
     metrics_log = MetricsLog(run.run_dir, resume_epoch=start_epoch,
-                             write=jax.process_index() == 0)
+                             write=distributed.writes_the_run())
     steps = steps_per_epoch(run.num_train, config.batch_size)
     bar = tqdm(total=config.epochs * steps, initial=start_epoch * steps, unit="step",
                disable=not progress, leave=False, dynamic_ncols=True)

@@ -167,9 +167,7 @@ def test_a_killed_process_ends_the_other_in_one_line_keeping_its_epochs(tmp_path
 @pytest.mark.slow
 def test_a_missing_coordinator_is_one_line_within_the_join_timeout(tmp_path):
     env = dict(os.environ, LENET_JAX_JOIN_TIMEOUT="3")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]  # nobody listens there
+    port = _free_port(range(0, 1))  # nobody listens there
     start = time.monotonic()
     result = subprocess.run(
         [sys.executable, "train.py", *TWO_PROCESS_FLAGS, "--workdir", str(tmp_path),
