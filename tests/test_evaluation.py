@@ -4,10 +4,11 @@ import re
 import jax
 import numpy as np
 import pytest
+import reference
 from conftest import png_header_only, run_cli
 from PIL import Image
 
-from lenet_jax import evaluation, models, training
+from lenet_jax import evaluation, models
 
 NAMES = tuple("0123456789")
 
@@ -25,8 +26,23 @@ def test_confusion_matrix_of_a_known_case():
     assert rows[1]["precision"] == pytest.approx(2 / 3)
     assert rows[1]["recall"] == pytest.approx(2 / 3)
     assert rows[2]["precision"] == pytest.approx(2 / 3) and rows[2]["recall"] == 1.0
+    assert rows[1]["f1"] == pytest.approx(2 / 3) and rows[2]["f1"] == pytest.approx(0.8)
     assert rows[9] == {"class": "9", "precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
     assert evaluation.most_confused(cm, 2) == [(0, 1, 1), (1, 2, 1)]
+
+
+def test_confusion_and_per_class_metrics_match_a_numpy_reference():
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 10, 500)
+    predictions = np.where(rng.random(500) < 0.7, labels, rng.integers(0, 10, 500))
+    predictions[predictions == 9] = 8  # a class never predicted: precision and F1 are 0
+    cm = evaluation.confusion_matrix(labels, predictions, 10)
+    np.testing.assert_array_equal(cm, reference.confusion(labels, predictions, 10))
+    for k, row in enumerate(evaluation.per_class_metrics(cm, NAMES)):
+        precision, recall, f1 = reference.precision_recall_f1(labels, predictions, k)
+        assert (row["precision"], row["recall"], row["f1"]) == pytest.approx(
+            (precision, recall, f1), abs=1e-12), k
+        assert row["support"] == int(np.sum(labels == k))
 
 
 def _report(seed=0, n=300):
@@ -100,17 +116,60 @@ def test_unreadable_image_is_a_clear_error(tmp_path):
         evaluation.mnist_like(blank)
 
 
-def test_evaluation_reproduces_the_logged_accuracy(trained_original, tiny_dataset):
+def test_evaluation_reproduces_the_logged_accuracy(trained_original, mnist_sample):
+    """The report on the test split in chunks of 64 (the last one padded) counts the
+    errors the training log counted, and predicts each image as the NumPy reference does."""
     from lenet_jax import checkpoint
 
-    workdir = trained_original
-    params, metadata = checkpoint.restore_for_inference(workdir / "best")
+    params, metadata = checkpoint.restore_for_inference(trained_original / "best")
     module, _ = models.create_model(metadata["preset"])
-    report = evaluation.run(module, params, tiny_dataset.test.images, tiny_dataset.test.labels,
-                            NAMES, batch_size=64)
-    assert report.accuracy == pytest.approx(metadata["metrics"]["test_accuracy"], abs=1e-9)
-    logits = training.predict_logits(module, params, jax.numpy.asarray(tiny_dataset.test.images))
-    assert np.array_equal(report.predictions, np.asarray(logits).argmax(-1))
+    test = mnist_sample.test
+    report = evaluation.run(module, params, test.images, test.labels, NAMES, batch_size=64)
+    # Counts, not float accuracies: 1,000 images, so a count is exact.
+    assert report.errors == round((1 - metadata["metrics"]["test_accuracy"]) * len(test))
+    assert 0 < report.errors < len(test) // 2
+    reference.use_codes(models.rbf_codes())
+    expected = reference.forward(jax.device_get(params), test.images, "original")["logits"]
+    agree = np.mean(report.predictions == expected.argmax(-1))
+    assert agree >= 0.998, agree  # float32 against float64: a near tie may differ
+
+
+def test_a_few_pictures_get_each_its_own_probabilities(trained_original, held_out_digits):
+    """3 pictures (padded to 4 for one compiled call) get the probabilities the NumPy
+    reference gives each; one alone gets the same as in company."""
+    predictor = evaluation.Predictor.load(trained_original / "best")
+    images = held_out_digits.images[:3]
+    probabilities, _ = evaluation.predict_images(predictor.module, predictor.params, images)
+    reference.use_codes(models.rbf_codes())
+    expected = reference.softmax(reference.forward(jax.device_get(predictor.params), images,
+                                                   "original")["logits"])
+    np.testing.assert_allclose(probabilities, expected, atol=1e-4)
+    alone, _ = evaluation.predict_images(predictor.module, predictor.params, images[1:2])
+    np.testing.assert_allclose(alone[0], probabilities[1], atol=1e-6)
+
+
+def test_non_digit_shares_count_what_the_rule_refuses(trained_original):
+    """With a rule that refuses everything every share is 1; with one that refuses
+    nothing, a share is that kind's pictures the reader finds blank; with the real rule,
+    each picture counts as the rule says."""
+    import dataclasses
+
+    predictor = evaluation.Predictor.load(trained_original / "best")
+    kinds, images = evaluation.read_non_digits()
+    assert len(kinds) == 90
+    unread = np.array([image is None for image in images])
+    refuse_all = dataclasses.replace(predictor.rule, threshold=-np.inf)
+    refuse_none = dataclasses.replace(predictor.rule, threshold=np.inf)
+    shares = evaluation.non_digit_rejection(predictor.module, predictor.params, refuse_all)
+    assert shares == {"noise": 1.0, "specks": 1.0, "shape": 1.0, "letter": 1.0, "all": 1.0}
+    shares = evaluation.non_digit_rejection(predictor.module, predictor.params, refuse_none)
+    for kind in ("noise", "specks", "shape", "letter"):
+        assert shares[kind] == pytest.approx(unread[kinds == kind].mean()), kind
+    answers = predictor.answer(np.stack([i for i in images if i is not None]))
+    refused = unread.copy()
+    refused[~unread] = [a.rejected for a in answers]
+    shares = evaluation.non_digit_rejection(predictor.module, predictor.params, predictor.rule)
+    assert shares["all"] == pytest.approx(refused.mean())
 
 
 def test_cli_predicts_images_and_reports_bad_files_per_file(trained_original, tmp_path,
@@ -159,30 +218,64 @@ def test_cli_predicts_a_folder_in_one_batch_as_json_and_explains_each(trained_or
     assert Image.open(figures[0]).size == (960, 880)
 
 
-def test_explain_panels_are_the_models_own_outputs(trained_original, tiny_dataset):
-    """Every panel is what model.apply computes: shapes, one C1 map recomputed by hand
-    from the parameters, F6 as the paper's 7x12 picture beside the nearest code."""
+def test_explain_panels_are_what_the_numpy_reference_computes(trained_original,
+                                                              held_out_digits):
+    """Every panel against tests/reference.py: the preprocessed input, each layer's maps,
+    F6 as the paper's 7x12 picture beside the nearest RBF code, the probabilities."""
     from lenet_jax import checkpoint, explain
 
-    params, metadata = checkpoint.restore_for_inference(trained_original / "best")
+    params, _ = checkpoint.restore_for_inference(trained_original / "best")
     module, _ = models.create_model("original")
-    image = tiny_dataset.test.images[3]
+    image = held_out_digits.images[3]
     drawn = explain.panels(module, params, image)
-    x = models.preprocess(image[None], module.preset)
-    logits = module.apply({"params": params}, x)
-    shapes = {name: panel.shape for name, panel in drawn.items()}
-    closest = int(np.argmax(logits[0]))  # logits are -scale * squared distance
-    assert shapes == {"input": (32, 32), "C1": (28, 28, 6), "S2": (14, 14, 6),
-                      "C3": (10, 10, 16), "S4": (5, 5, 16), "F6": (12, 7),
-                      f"closest RBF code: {closest}": (12, 7), "probabilities": (10,)}
-    np.testing.assert_allclose(drawn["probabilities"], jax.nn.softmax(logits[0]), rtol=1e-5)
-    kernel, bias = params["C1"]["kernel"][..., 2:3], params["C1"]["bias"][2]
-    c1_map = jax.lax.conv_general_dilated(x, kernel, (1, 1), "VALID",
-                                          dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    np.testing.assert_allclose(drawn["C1"][..., 2], models.scaled_tanh(c1_map + bias)[0, ..., 0],
-                               rtol=1e-4, atol=1e-5)
-    np.testing.assert_array_equal(drawn[f"closest RBF code: {closest}"].ravel(),
-                                  models.rbf_codes()[closest])
+    reference.use_codes(models.rbf_codes())
+    expected = reference.forward(jax.device_get(params), image[None], "original")
+    closest = int(np.argmin(expected["squared_distance"][0]))
+    assert {name: panel.shape for name, panel in drawn.items()} == {
+        "input": (32, 32), "C1": (28, 28, 6), "S2": (14, 14, 6), "C3": (10, 10, 16),
+        "S4": (5, 5, 16), "F6": (12, 7), f"closest RBF code: {closest}": (12, 7),
+        "probabilities": (10,)}
+    np.testing.assert_allclose(drawn["input"], expected["input"][0], atol=1e-5)
+    for layer in ("C1", "S2", "C3", "S4"):
+        np.testing.assert_allclose(drawn[layer], expected[layer][0], atol=2e-4, err_msg=layer)
+    np.testing.assert_allclose(drawn["F6"].ravel(), expected["F6"][0], atol=2e-4)
+    code = "".join("#" if v > 0 else "." for v in drawn[f"closest RBF code: {closest}"].ravel())
+    if closest in reference.RBF_ROWS:
+        assert code == reference.RBF_ROWS[closest]
+    np.testing.assert_allclose(drawn["probabilities"],
+                               reference.softmax(expected["logits"][0]), atol=1e-5)
+
+
+def test_cli_reports_the_split_asked_for_and_refuses_other_classes(trained_original,
+                                                                  mnist_sample, tmp_path,
+                                                                  capsys, monkeypatch):
+    """evaluate.py --split train reports on the 3,500 training images, the default on the
+    1,000 test ones (the data set is the real sample, handed in for data.load); a data set
+    whose classes are not the checkpoint's is one line and exit 2."""
+    from conftest import run_main
+
+    from lenet_jax import data
+
+    loaded = []
+    monkeypatch.setattr(data, "load", lambda name, data_dir=None: loaded.append(name) or dataset)
+    dataset = mnist_sample
+    for split, size in (("train", 3500), ("test", 1000)):
+        result = run_main("evaluate", capsys, "--ckpt", str(trained_original / "best"),
+                          "--split", split, "--out", str(tmp_path / split), "--json")
+        assert result.returncode == 0, result.stderr
+        report = json.loads(result.stdout)
+        assert report["examples"] == size
+        labels = getattr(mnist_sample, split).labels
+        assert [row["support"] for row in report["per_class"]] == np.bincount(
+            labels, minlength=10).tolist()
+    dataset = data.Dataset("fashion_mnist", mnist_sample.train, mnist_sample.test,
+                           ("T-shirt/top", *("x" * 9)))
+    result = run_main("evaluate", capsys, "--ckpt", str(trained_original / "best"), "--dataset",
+                      "fashion_mnist", "--out", str(tmp_path / "other"))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == ["evaluate.py: error: the checkpoint was trained on "
+                                          "mnist; fashion_mnist has other classes"]
+    assert loaded == ["mnist", "mnist", "fashion_mnist"]
 
 
 @pytest.mark.parametrize("make", ["missing", "empty", "garbage", "truncated"])

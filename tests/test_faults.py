@@ -16,7 +16,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from conftest import ROOT, run_cli, run_main, tree_digest
+from conftest import ROOT, run_cli, run_main, trained_flags, tree_digest
 from PIL import Image
 
 from lenet_jax import checkpoint, data, training
@@ -52,12 +52,62 @@ def _train_main(capsys, *argv):
           "0"], "--coordinator must be HOST:PORT, got 'nohost'"),
         (["--distributed", "--coordinator", "h:1", "--num-processes", "2", "--process-id",
           "2"], "--process-id must be in [0, 2), got 2"),
+        (["--name", ".."], "--name must be a plain directory name, got '..'"),
+        (["--name", "a/b"], "--name must be a plain directory name, got 'a/b'"),
     ],
 )
 def test_bad_flags_fail_before_any_work(tmp_path, capsys, flags, message):
     result = _train_main(capsys, "--workdir", str(tmp_path / "runs"), *flags)
     assert message in _one_error_line(result)
     assert not (tmp_path / "runs" / "original").exists()
+
+
+def test_train_maps_each_outcome_to_its_line_and_exit_code(tiny_dataset, tmp_path, capsys,
+                                                           monkeypatch):
+    """train.py's error boundary, each outcome raised where training would raise it (the
+    real faults, a full disk and Ctrl-C, are the slow tests'): a failed write is exit 4,
+    divergence exit 3, Ctrl-C exit 130, each one line that says what is kept."""
+    import errno
+
+    monkeypatch.setattr(data, "load", lambda name, data_dir=None: tiny_dataset)
+    run_dir = tmp_path / "runs" / "original"
+    for raised, code, line in [
+        (OSError(errno.ENOSPC, "No space left on device"), 4,
+         f"train.py: error: cannot write to {run_dir}: No space left on device; the epochs "
+         "saved before are kept"),
+        (training.TrainingDivergedError(17, 2), 3,
+         f"train.py: error: loss became NaN/Inf at step 17 (epoch 2); stopped, the last good "
+         f"checkpoint is kept in {run_dir}"),
+        (KeyboardInterrupt(), 130, f"train.py: interrupted; resume with --resume ({run_dir})"),
+    ]:
+        def fail(*args, raised=raised, **kwargs):
+            raise raised
+
+        monkeypatch.setattr(training, "train_and_evaluate", fail)
+        result = _train_main(capsys, "--workdir", str(tmp_path / "runs"), "--no-progress",
+                             "--overwrite")
+        assert (result.returncode, result.stderr.splitlines()) == (code, [line])
+
+
+def test_an_error_line_escapes_what_a_terminal_would_obey(capsys):
+    from lenet_jax import cli
+
+    hostile = "a\nb\x1b[2J\rc\td\x00e\u202ef"
+    assert cli.one_line(hostile) == "a\\nb\\x1b[2J\\rc\\td\\x00e\\u202ef"
+    assert cli.fail("train.py", f"no such file {hostile}") == 2
+    assert capsys.readouterr().err == f"train.py: error: no such file {cli.one_line(hostile)}\n"
+
+
+def test_evaluate_refuses_an_out_inside_the_checkpoint(trained_original, capsys):
+    best = (trained_original / "original" / "best").resolve()
+    before = tree_digest(trained_original)
+    for inside in (best, best / "eval", best.parent / "eval"):
+        result = run_main("evaluate", capsys, "--ckpt", str(trained_original / "best"), "--out",
+                          str(inside))
+        assert _one_error_line(result, "evaluate.py: error:") == (
+            f"evaluate.py: error: --out {inside} is inside the checkpoint; choose another "
+            "directory")
+    assert tree_digest(trained_original) == before
 
 
 def test_a_bad_flag_is_one_line_and_exit_2_from_the_process(tmp_path):
@@ -216,8 +266,8 @@ def test_second_trainer_is_refused_and_a_killed_ones_lock_is_taken_over(tmp_path
 def test_resuming_another_presets_run_is_refused_and_untouched(trained_original):
     run_dir = trained_original / "original"
     before = tree_digest(run_dir)
-    result = run_cli("train.py", "--variant", "relu_maxpool", "--epochs", "2", "--val-size", "104",
-                     "--workdir", str(trained_original), "--name", "original", "--resume")
+    flags = trained_flags("--workdir", str(trained_original), "--name", "original", "--resume")
+    result = run_cli("train.py", *flags, "--variant", "relu_maxpool")
     line = _one_error_line(result)
     assert "cannot resume: the run was trained with variant='original'" in line
     assert tree_digest(run_dir) == before
@@ -227,13 +277,12 @@ def test_resuming_a_finished_run_says_so_exits_0_and_changes_nothing(trained_ori
                                                                     capsys):
     run_dir = trained_original / "original"
     before = tree_digest(run_dir)
-    result = _train_main(capsys, "--variant", "original", "--epochs", "2", "--val-size", "104",
-                         "--workdir", str(trained_original), "--name", "original", "--resume",
-                         "--no-progress")
+    result = _train_main(capsys, *trained_flags("--workdir", str(trained_original), "--name",
+                                                "original", "--resume", "--no-progress"))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == (
-        f"train.py: {run_dir} has already trained 2 epochs; nothing to do. To train longer, "
-        "its cosine schedule ends at epoch 2, so train a new run (--name, or --overwrite) "
+        f"train.py: {run_dir} has already trained 3 epochs; nothing to do. To train longer, "
+        "its cosine schedule ends at epoch 3, so train a new run (--name, or --overwrite) "
         "with more --epochs")
     assert "Traceback" not in result.stderr
     assert tree_digest(run_dir) == before
@@ -345,8 +394,7 @@ def test_a_read_only_workdir_refuses_writes_in_one_line_and_still_serves_reads(
     with _mounted("--bind", "-o", "ro", str(source), target=tmp_path / "ro") as ro:
         before = tree_digest(ro)
         resume = _one_error_line(_train_main(
-            capsys, "--variant", "original", "--epochs", "3", "--val-size", "104",
-            "--workdir", str(ro), "--name", "original", "--resume"))
+            capsys, *trained_flags("--workdir", str(ro), "--name", "original", "--resume")))
         assert resume == (f"train.py: error: cannot write to --workdir {ro}: Read-only file "
                           "system")
         report = _one_error_line(run_main("evaluate", capsys, "--ckpt", str(ro / "best")), "")

@@ -10,7 +10,7 @@ from unittest import mock
 
 import numpy as np
 import pytest
-from conftest import png_header_only, tree_digest
+from conftest import png_header_only, trained_flags, tree_digest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -290,7 +290,7 @@ DAMAGE = st.sampled_from(["truncate", "delete", "flip", "directory", "empty"])
 @given(damage=DAMAGE, which=st.integers(0, 10**6), where=st.floats(0, 1))
 def test_damaged_checkpoints_are_one_line_and_left_as_they_were(
         damage, which, where, trained_original, tmp_path_factory, capsys):
-    """A run killed in epoch 2 (its step 2 gone), then random damage to one file of step
+    """A run killed in epoch 2 (its steps 2 and 3 gone), then random damage to one file of step
     1: evaluate.py, export and --resume each answer or refuse in one line (exit 2), and
     leave every byte of the run directory as it was."""
     import evaluate
@@ -300,7 +300,8 @@ def test_damaged_checkpoints_are_one_line_and_left_as_they_were(
     workdir = tmp_path_factory.mktemp("damaged")
     shutil.copytree(trained_original, workdir / "runs", symlinks=True)
     run_dir = workdir / "runs" / "original"
-    shutil.rmtree(run_dir / "checkpoints" / "2")
+    for step in ("2", "3"):
+        shutil.rmtree(run_dir / "checkpoints" / step)
     files = sorted(p for p in (run_dir / "checkpoints" / "1").rglob("*") if p.is_file())
     victim = files[which % len(files)]
     _damage(victim, damage, where)
@@ -315,9 +316,9 @@ def test_damaged_checkpoints_are_one_line_and_left_as_they_were(
              "lenet_jax.export")
     with mock.patch.object(training, "compile_epoch", side_effect=_Restored):
         try:
-            _outcome(train.main, ["--variant", "original", "--epochs", "2", "--val-size", "104",
-                                  "--workdir", str(workdir / "runs"), "--name", "original",
-                                  "--resume", "--no-progress"], capsys, "train.py")
+            _outcome(train.main, trained_flags("--workdir", str(workdir / "runs"), "--name",
+                                               "original", "--resume", "--no-progress"),
+                     capsys, "train.py")
         except _Restored:
             capsys.readouterr()
             event("resume: restored, would train")

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import reference
 
 import lenet_jax
 from lenet_jax import models, ops
@@ -96,43 +97,111 @@ def test_dropout_only_in_training_and_keyed_by_rng():
     assert not np.array_equal(train_logits(7), _forward(model)(params, images))
 
 
-def test_c3_table_has_the_papers_60_connections():
-    mask = c3_connection_mask()
-    assert mask.shape == (6, 16) and mask.sum() == 60
-    assert list(mask.sum(axis=0)) == [3] * 6 + [4] * 9 + [6]
-    # Paper, Table I, columns 12-14: non-adjacent groups.
-    assert [tuple(np.flatnonzero(mask[:, j])) for j in (12, 13, 14)] == [
-        (0, 1, 3, 4), (1, 2, 4, 5), (0, 2, 3, 5),
-    ]
-    assert tuple(np.flatnonzero(mask[:, 0])) == (0, 1, 2)
-    assert tuple(np.flatnonzero(mask[:, 6])) == (0, 1, 2, 3)
+def test_c3_table_is_table_i_of_the_paper_in_the_stored_order():
+    assert np.array_equal(c3_connection_mask(), reference.table_i_mask())
+    assert reference.table_i_mask().sum() == 60
+    assert C3_TABLE == reference.C3_INPUTS  # the order of C3's kernels in a checkpoint
 
 
-def test_c3_output_map_ignores_unconnected_inputs():
+def test_each_c3_map_changes_exactly_with_the_s2_maps_table_i_connects():
     layer = PartialConv(C3_TABLE, in_maps=6)
     x = jax.random.normal(jax.random.key(0), (2, 14, 14, 6))  # NHWC, as S2's output
-    bumped = x.at[..., 5].add(3.0)  # S2 map 5 feeds C3 maps 3, 4, 5, 8-11, 13-15 only
     variables = layer.init(jax.random.key(1), ops.to_maps(x))
     c3 = jax.jit(lambda x: ops.from_maps(layer.apply(variables, ops.to_maps(x))))
-    delta = jnp.abs(c3(bumped) - c3(x)).max(axis=(0, 1, 2))
-    feeds = c3_connection_mask()[5]
-    assert bool(jnp.all(delta[~feeds] == 0.0))
-    assert bool(jnp.all(delta[feeds] > 0.0))
+    base = c3(x)
+    for s2_map, row in enumerate(reference.table_i_mask()):
+        delta = np.asarray(jnp.abs(c3(x.at[..., s2_map].add(3.0)) - base).max(axis=(0, 1, 2)))
+        assert np.array_equal(delta > 0, row), s2_map
+
+
+def test_scaled_tanh_is_the_papers_squashing_function():
+    a = np.linspace(-4, 4, 81)
+    np.testing.assert_allclose(models.scaled_tanh(jnp.asarray(a, jnp.float32)),
+                               1.7159 * np.tanh(2 / 3 * a), rtol=1e-6, atol=1e-6)
+    # The paper's reason for A and S: f(1) = 1 and f(-1) = -1.
+    np.testing.assert_allclose(models.scaled_tanh(jnp.array([1.0, -1.0])), [1, -1], atol=2e-4)
+
+
+def test_rbf_codes_are_the_recorded_bitmaps_one_per_digit():
+    codes = rbf_codes()
+    assert codes.shape == (10, 84) and set(np.unique(codes)) == {-1.0, 1.0}
+    assert len({c.tobytes() for c in codes}) == 10
+    reference.use_codes(codes)  # the digest of all ten and three rows written out
+
+
+def _perturbed(params, key):
+    """``params`` plus noise on every leaf: biases and subsampling coefficients that are
+    not their initial zeros and 0.25, so that each takes part in the comparison."""
+    leaves, tree = jax.tree_util.tree_flatten(params)
+    keys = jax.random.split(key, len(leaves))
+    return jax.tree_util.tree_unflatten(tree, [
+        leaf + 0.1 * jax.random.normal(k, leaf.shape) for leaf, k in zip(leaves, keys,
+                                                                         strict=True)])
+
+
+def _digit_like_images(n, seed):
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 40, (n, 28, 28, 1)).astype(np.uint8)
+    for i in range(n):
+        top, left = rng.integers(3, 12, 2)
+        images[i, top:top + 14, left:left + 4] = rng.integers(150, 256)
+        images[i, top:top + 3, left:left + 12] = 255
+    return images
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_PARAMS))
+def test_every_preset_computes_what_the_numpy_reference_computes(name):
+    """Preprocessing, every layer's maps and the logits against tests/reference.py, a
+    plain-NumPy LeNet written from the paper and the tutorials."""
+    reference.use_codes(rbf_codes())
+    model, _ = lenet_jax.create_model(name)
+    params = _perturbed(lenet_jax.init_params(model, jax.random.key(0)), jax.random.key(1))
+    images = _digit_like_images(3, seed=2)
+
+    @jax.jit
+    def layers(params, images):
+        x = lenet_jax.preprocess(images, model.preset)
+        logits, kept = model.apply({"params": params}, x, mutable=["maps"])
+        return x, logits, kept["maps"]["layers"]
+
+    x, logits, maps = jax.device_get(layers(params, images))
+    expected = reference.forward(jax.device_get(params), images, name)
+    np.testing.assert_allclose(x[..., 0], expected["input"], rtol=1e-5, atol=1e-5)
+    for layer in ("C1", "S2", "C3", "S4", "F6"):
+        np.testing.assert_allclose(maps[layer], expected[layer], rtol=2e-4, atol=2e-4,
+                                   err_msg=layer)
+    np.testing.assert_allclose(logits, expected["logits"], rtol=2e-4, atol=2e-4)
+
+
+def test_dropout_drops_half_of_f6_in_training_and_scales_the_rest():
+    model, input_shape = lenet_jax.create_model("relu_avgpool_pad2_dropout")
+    params = lenet_jax.init_params(model, jax.random.key(0))
+    images = _random_images(jax.random.key(3), 64, input_shape)
+    _, state = jax.jit(lambda p, x: model.apply(
+        {"params": p}, x, train=True, rngs={"dropout": jax.random.key(4)},
+        capture_intermediates=True))(params, images)
+    f6 = np.asarray(state["intermediates"]["F6"]["__call__"][0])
+    f6 = np.maximum(f6, 0)  # F6's ReLU, as the dropout layer sees it
+    dropped = np.asarray(state["intermediates"]["Dropout_0"]["__call__"][0])
+    rate = reference.DROPOUT["relu_avgpool_pad2_dropout"]
+    live = f6 > 0
+    assert live.sum() > 2000
+    assert abs(np.mean(dropped[live] == 0) - rate) < 0.03
+    kept = live & (dropped != 0)
+    np.testing.assert_allclose(dropped[kept], f6[kept] / (1 - rate), rtol=1e-5)
 
 
 def test_rbf_output_is_negative_scaled_distance_to_fixed_codes():
-    codes = rbf_codes()
-    assert codes.shape == (10, 84)
-    assert set(np.unique(codes)) == {-1.0, 1.0}
-    assert len({c.tobytes() for c in codes}) == 10
+    reference.use_codes(rbf_codes())
     model, input_shape = lenet_jax.create_model("original")
     params = lenet_jax.init_params(model, jax.random.key(0))
     images = _random_images(jax.random.key(4), 3, input_shape)
     logits, state = jax.jit(lambda p, x: model.apply({"params": p}, x,
-                                                     mutable=["intermediates"]))(params, images)
-    distance = state["intermediates"]["OUTPUT"]["squared_distance"][0]
-    np.testing.assert_allclose(logits, -model.preset.rbf_logit_scale * distance, rtol=1e-6)
-    assert bool(jnp.all(distance >= 0))
+                                                     capture_intermediates=True))(params, images)
+    f6 = np.asarray(state["intermediates"]["F6"]["__call__"][0], np.float64)
+    f6 = reference.A * np.tanh(reference.S * f6)  # F6's squashing, then the RBF units
+    distance = ((f6[:, None, :] - rbf_codes()[None].astype(np.float64)) ** 2).sum(-1)
+    np.testing.assert_allclose(logits, -reference.RBF_LOGIT_SCALE * distance, rtol=1e-5)
 
 
 def test_original_gradients_reach_every_parameter():

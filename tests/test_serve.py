@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
+import reference
 from conftest import ROOT, run_cli, serving
 from PIL import Image
 
@@ -86,6 +87,63 @@ def test_server_answers_as_evaluate_image_does_and_survives_bad_requests(trained
         status, page = _request(url, "/")
         assert status == 200 and '<canvas id="pad"' in page
         assert _request(url, "/predict", picture)[1]["top3"] == answer["top3"]
+
+
+def _drawn_png(digit: np.ndarray) -> bytes:
+    """A real digit as a user draws it on the page: black on white, 280 x 280."""
+    picture = Image.fromarray(255 - digit[..., 0]).resize((280, 280), Image.Resampling.BILINEAR)
+    encoded = io.BytesIO()
+    picture.save(encoded, "PNG")
+    return encoded.getvalue()
+
+
+def test_server_answers_what_the_numpy_reference_computes(trained_original, held_out_digits):
+    """POST /predict's JSON, field by field, against tests/reference.py run on the
+    checkpoint's parameters and the picture as the reader gives it (not through the
+    Predictor or explain): the input, each map layer as maps x H x W, F6, the
+    probabilities in class order, the top 3, and "not a digit" from the saved rule."""
+    from lenet_jax import checkpoint, models
+
+    params, metadata = checkpoint.restore_for_inference(trained_original / "best")
+    reference.use_codes(models.rbf_codes())
+    rule = metadata["rejection"]
+    names = tuple(metadata["class_names"])
+    predictor = evaluation.Predictor.load(trained_original / "best")
+    with _server_thread(predictor) as url:
+        for digit in held_out_digits.images[:4]:
+            picture = _drawn_png(digit)
+            status, answer = _request(url, "/predict", picture)
+            assert status == 200
+            image = evaluation.mnist_like(picture)[None]
+            expected = reference.forward(params, image, "original")
+            probabilities = reference.softmax(expected["logits"])[0]
+            np.testing.assert_allclose(answer["input"], expected["input"][0], atol=1e-4)
+            for layer in ("C1", "S2", "C3", "S4"):
+                np.testing.assert_allclose(answer["maps"][layer],
+                                           np.moveaxis(expected[layer][0], -1, 0), atol=3e-4)
+            np.testing.assert_allclose(np.ravel(answer["F6"]), expected["F6"][0], atol=3e-4)
+            np.testing.assert_allclose(answer["probabilities"], probabilities, atol=2e-4)
+            order = np.argsort(-probabilities)[:3]
+            assert [t["class"] for t in answer["top3"]] == [names[i] for i in order]
+            np.testing.assert_allclose([t["probability"] for t in answer["top3"]],
+                                       probabilities[order], atol=1e-5)
+            distance = reference.mahalanobis_to_nearest(
+                reference.map_statistics(expected), np.asarray(rule["means"]),
+                np.asarray(rule["precision"]))[0]
+            assert answer["rejected"] == bool(distance > rule["threshold"])
+            assert answer["class_names"] == list(names)
+            first = "not a digit" if answer["rejected"] else names[order[0]]
+            assert answer["text"].startswith(first)
+
+
+def test_ctrl_c_stops_the_server_with_exit_130_and_no_traceback(trained_original):
+    stopped = []
+    with serving(trained_original / "best", stopped=stopped) as url:
+        status, _ = _request(url, "/")
+        assert status == 200
+    (server,) = stopped
+    assert server.returncode == 130
+    assert server.stderr.read() == ""
 
 
 def _blank_png() -> bytes:

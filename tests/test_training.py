@@ -8,7 +8,7 @@ import optax
 import pytest
 
 from lenet_jax import checkpoint, training
-from lenet_jax.data import load, split_validation
+from lenet_jax.data import Split, load, split_validation
 
 
 def _leaves_equal(a, b) -> bool:
@@ -35,6 +35,54 @@ def test_plan_sees_every_example_once_and_masks_the_partial_batch():
     assert int(plan.mask.sum()) == 100 and bool(plan.mask[:3].all())
     seen = np.asarray(plan.indices)[np.asarray(plan.mask)]
     assert sorted(seen.tolist()) == list(range(100))
+
+
+def test_each_epoch_and_seed_has_its_own_order():
+    def order(seed, epoch):
+        return np.asarray(training.plan_epoch(seed, epoch, 100, 32).indices).ravel()[:100]
+
+    assert np.array_equal(order(0, 1), order(0, 1))
+    orders = [order(0, 0), order(0, 1), order(0, 2), order(1, 0)]
+    for a in range(len(orders)):
+        for b in range(a):
+            assert not np.array_equal(orders[a], orders[b]), (a, b)
+
+
+def _bar_images(n):
+    """Horizontal bars 20 px long through the centre: their angle and place are easy to
+    measure after a distortion."""
+    images = np.zeros((n, 28, 28, 1), np.uint8)
+    images[:, 13:15, 4:24] = 255
+    return jnp.asarray(images)
+
+
+def _angle_and_centre(image):
+    ink = np.asarray(image[..., 0], np.float64)
+    rows, cols = np.indices(ink.shape)
+    mass = ink.sum()
+    r, c = (rows * ink).sum() / mass, (cols * ink).sum() / mass
+    rr = ((rows - r) ** 2 * ink).sum() / mass
+    cc = ((cols - c) ** 2 * ink).sum() / mass
+    rc = ((rows - r) * (cols - c) * ink).sum() / mass
+    return np.degrees(0.5 * np.arctan2(2 * rc, cc - rr)), (r, c), mass
+
+
+def test_distortions_move_every_image_a_little_and_keep_its_ink():
+    """The paper's distortions (Sec. V-B), on by default for `original`: every image is
+    moved, rotated by at most 10 degrees, shifted by at most 2 px, its ink kept to within
+    the 0.9-1.1 scaling; and the angles spread over that range."""
+    assert training.TrainConfig(preset="original").resolved().distortions() == ("affine",)
+    images = _bar_images(300)
+    distorted = np.asarray(training._distort(jax.random.key(0), images, ("affine",)))
+    assert not np.any(np.all(distorted == np.asarray(images, np.float32), axis=(1, 2, 3)))
+    _, (r0, c0), mass0 = _angle_and_centre(np.asarray(images[0]))
+    angles = []
+    for image in distorted:
+        angle, (r, c), mass = _angle_and_centre(image)
+        angles.append(angle)
+        assert abs(r - r0) <= 2.3 and abs(c - c0) <= 2.3
+        assert 0.75 * mass0 <= mass <= 1.25 * mass0
+    assert max(np.abs(angles)) <= 10.5 and max(angles) > 7 and min(angles) < -7
 
 
 def test_loss_falls_and_training_accuracy_rises(tiny_dataset):
@@ -184,19 +232,75 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tiny_dataset, tmp_path)
     training.train_and_evaluate(config, tiny_dataset, tmp_path / "b", resume=True, **quiet)
     whole, _ = checkpoint.restore_for_inference(tmp_path / "a" / "checkpoints" / "2")
     resumed, meta = checkpoint.restore_for_inference(tmp_path / "b" / "checkpoints" / "2")
-    assert meta["epoch"] == 2
+    whole_meta = checkpoint.restore_for_inference(tmp_path / "a" / "checkpoints" / "2")[1]
+    assert meta["epoch"] == 2 and meta["step"] == whole_meta["step"] == 2 * 10  # 600 / 64
     assert _leaves_equal(whole, resumed)
-    records = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    records, whole_records = ([json.loads(x) for x in (tmp_path / run / "metrics.jsonl")
+                               .read_text().splitlines()] for run in ("b", "a"))
     assert [r["epoch"] for r in records] == [1, 2]
+    timing = ("images_per_second", "epoch_seconds", "compile_seconds")
+    for resumed_record, whole_record in zip(records, whole_records, strict=True):
+        assert ({k: v for k, v in resumed_record.items() if k not in timing}
+                == {k: v for k, v in whole_record.items() if k not in timing})
 
 
 def test_resume_with_a_different_config_is_refused(tiny_dataset, tmp_path):
+    """Every setting that changes the trajectory must be the saved one, and the run's
+    files are left as they were."""
+    from conftest import tree_digest
+
     quiet = {"progress": False, "log": lambda _: None}
     config = training.TrainConfig(preset="relu_avgpool_pad2", epochs=1, val_size=104)
     training.train_and_evaluate(config, tiny_dataset, tmp_path / "r", **quiet)
-    other = training.TrainConfig(preset="relu_avgpool_pad2", epochs=2, val_size=104, seed=5)
-    with pytest.raises(checkpoint.CheckpointError, match="seed=0.*asks for 5"):
-        training.train_and_evaluate(other, tiny_dataset, tmp_path / "r", resume=True, **quiet)
+    before = tree_digest(tmp_path / "r")
+    for change, message in [
+        ({"seed": 5}, "seed=0.*asks for 5"), ({"augment": True}, "augment=False.*asks for True"),
+        ({"flip": True}, "flip=False.*asks for True"), ({"batch_size": 32}, "batch-size=64"),
+        ({"learning_rate": 3e-3}, "lr=0.001.*asks for 0.003"),
+        ({"weight_decay": 0.1}, "weight-decay=0.0"), ({"val_size": 100}, "val-size=104"),
+        ({"limit_train": 300}, "limit-train=0"), ({"schedule": "cosine"}, "schedule='constant'"),
+    ]:
+        other = dataclasses.replace(config, epochs=2, **change)
+        with pytest.raises(checkpoint.CheckpointError, match=message):
+            training.train_and_evaluate(other, tiny_dataset, tmp_path / "r", resume=True,
+                                        **quiet)
+    assert tree_digest(tmp_path / "r") == before
+
+
+def test_divergence_names_the_first_step_whose_loss_is_not_finite(tiny_dataset):
+    """A label of no class (a NaN loss) placed in the 4th batch of the epoch's order:
+    the step reported is that batch's, 3."""
+    config = training.TrainConfig(preset="relu_avgpool_pad2", batch_size=64)
+    plan = training.plan_epoch(config.seed, 0, len(tiny_dataset.train), 64)
+    victim = int(plan.indices[3, 5])
+    labels = tiny_dataset.train.labels.copy()
+    labels[victim] = 10
+    _, totals = _epoch(config, Split(tiny_dataset.train.images, labels), loop="scan")
+    assert int(totals["first_bad_step"]) == 3
+    _, clean = _epoch(config, tiny_dataset.train, loop="scan")
+    assert int(clean["first_bad_step"]) == -1
+
+
+def test_every_epoch_is_selected_on_its_validation_accuracy(trained_original):
+    """Each saved epoch's selection accuracy is its validation accuracy (not its test
+    accuracy: on this run they differ), and runs/best is the epoch where it is highest."""
+    from conftest import TRAINED_EPOCHS
+
+    run_dir = trained_original / "original"
+    records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == list(range(1, TRAINED_EPOCHS + 1))
+    val = [r["val_accuracy"] for r in records]
+    # The fixture can tell right from wrong: accuracies below 1, differing by epoch and
+    # from the test accuracies.
+    assert max(val) < 0.99 and len(set(val)) == len(val)
+    assert any(r["val_accuracy"] != r["test_accuracy"] for r in records)
+    for record in records:
+        _, metadata = checkpoint.restore_for_inference(run_dir / "checkpoints"
+                                                       / str(record["epoch"]))
+        assert metadata["selection_accuracy"] == record["val_accuracy"]
+        assert metadata["selection_split"] == "validation"
+    best = int((trained_original / "best").resolve().name)
+    assert best == 1 + int(np.argmax(val))
 
 
 @pytest.mark.slow
