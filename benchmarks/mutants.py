@@ -8,7 +8,8 @@ protect it there, and say whether they caught it.
 First the listed tests run on an unchanged copy (they must pass, or a failure would mean
 nothing); then one line per mutation, ``killed`` (by which test) or ``survived``, and
 ``N killed, M survived``. Exit 0 when every mutation was killed, 1 when one survived, 2
-when the list no longer fits the code (a text not found) or the unchanged copy fails.
+when the list no longer fits the code (a text or a test not found) or the unchanged copy
+fails.
 """
 
 from __future__ import annotations
@@ -132,20 +133,24 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             code, detail = run_tests(tree, mutation.tests, mutation.slow, env)
             shutil.rmtree(tree, ignore_errors=True)
-            # 1: a test failed; 2: collection failed (the break made a module unusable).
-            outcome = "killed" if code in (1, 2, -1) else "survived"
+            # 1: a test failed; 2: collection failed (the break made a module unusable);
+            # 4 and 5: the list names tests that are not there or do not run.
+            outcome = {0: "survived", 4: "error", 5: "error"}.get(code, "killed")
             return mutation, outcome, detail, time.perf_counter() - start
 
-        killed = survived = 0
+        killed = survived = errors = 0
         with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
             for mutation, outcome, detail, seconds in pool.map(test, range(len(mutations)),
                                                                mutations):
-                killed, survived = killed + (outcome == "killed"), survived + (outcome != "killed")
+                killed += outcome == "killed"
+                survived += outcome == "survived"
+                errors += outcome == "error"
                 by = f"by {detail}" if outcome == "killed" else f"({detail})"
                 print(f"{outcome:8s} {mutation.property} [{mutation.file}] {by} "
                       f"{seconds:.0f}s", flush=True)
-        print(f"{killed} killed, {survived} survived")
-        return 0 if survived == 0 else 1
+        print(f"{killed} killed, {survived} survived"
+              + (f", {errors} whose tests did not run" if errors else ""))
+        return 2 if errors else 1 if survived else 0
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -198,12 +198,22 @@ def _save_atomically(dataset: Dataset, path: Path) -> None:
 
 
 def _load_through_tfds(name: str, data_dir: Path, verify: bool) -> Dataset:
+    from filelock import FileLock
+
     tfds = _tfds()
-    if not tfds.builder(name, data_dir=os.fspath(data_dir)).is_prepared():
-        if network_reachable():
-            _read_tfds(name, data_dir, download=True)
-        else:
-            BUILD_OFFLINE[name](data_dir)
+
+    def prepared() -> bool:
+        return tfds.builder(name, data_dir=os.fspath(data_dir)).is_prepared()
+
+    if not prepared():
+        # One process builds a data dir at a time; the others wait and read what it
+        # built (two builders race to rename the same directory, and one fails).
+        data_dir.mkdir(parents=True, exist_ok=True)
+        with FileLock(os.fspath(data_dir / f".{name}.lock")):
+            if not prepared() and network_reachable():
+                _read_tfds(name, data_dir, download=True)
+            elif not prepared():
+                BUILD_OFFLINE[name](data_dir)
     try:
         train, test, names = _read_tfds(name, data_dir, download=False)
     except Exception as err:  # prepared, yet unreadable: damaged files

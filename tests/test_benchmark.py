@@ -1,6 +1,8 @@
 """The throughput benchmark runs end to end (tiny sizes) and reports every contender."""
 
+import functools
 import json
+import sys
 
 import pytest
 from conftest import BLOCK_TENSORFLOW, ROOT, run_cli
@@ -64,3 +66,40 @@ def test_startup_benchmark_times_every_tool_cold_and_warm_with_phases(tmp_path):
             assert "work" in row["phases"], job
     assert {"data", "init", "compile", "work", "save"} <= set(
         results["train.py (tiny run)"]["ours warm"]["phases"])
+
+
+@functools.cache
+def _mutants():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mutants", ROOT / "benchmarks" / "mutants.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["mutants"] = module  # its dataclass looks itself up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_listed_break_still_fits_the_code_and_names_tests_that_exist(tmp_path):
+    """benchmarks/mutants.toml names code and tests by text, not by line: each text is
+    found where it says, and each test it names is collected."""
+    mutants = _mutants()
+    listed = mutants.load()
+    assert len(listed) >= 43
+    for mutation in listed:
+        mutation.apply(mutants.copy_checkout([mutation.file], tmp_path / "copy"))
+    tests = sorted({t for m in listed for t in m.tests})
+    collected = run_cli("-m", "pytest", "--collect-only", "-q", "-p", "no:xdist", "-o",
+                        "addopts=", *tests)
+    assert collected.returncode == 0, collected.stdout[-3000:]
+    found = {line.split("[")[0] for line in collected.stdout.splitlines() if "::" in line}
+    assert found == set(tests)
+
+
+@pytest.mark.slow
+def test_every_listed_break_is_caught_by_the_tests():
+    """benchmarks/mutants.py end to end: each break applied to a copy of the checkout,
+    its tests run there, and every one caught."""
+    result = run_cli("benchmarks/mutants.py", timeout=1800)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    summary = result.stdout.strip().splitlines()[-1]
+    assert summary == f"{len(_mutants().load())} killed, 0 survived", summary

