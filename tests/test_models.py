@@ -129,6 +129,21 @@ def test_rbf_codes_are_the_recorded_bitmaps_one_per_digit():
     reference.use_codes(codes)  # the digest of all ten and three rows written out
 
 
+def test_paper_init_is_uniform_within_2_4_over_the_fan_in():
+    """Appendix A: weights uniform in [-2.4 / F, 2.4 / F], F the unit's fan-in; C3's units
+    have fan-ins of 75, 100 and 150 (3, 4 or 6 maps of 5x5)."""
+    weights = np.asarray(models.paper_uniform(25)(jax.random.key(0), (20000,)))
+    assert weights.min() >= -2.4 / 25 and weights.max() <= 2.4 / 25
+    assert weights.min() < -0.99 * 2.4 / 25 and weights.max() > 0.99 * 2.4 / 25
+    paper = dataclasses.replace(lenet_jax.get_preset("original"), init="paper")
+    params = lenet_jax.init_params(models.LeNet(paper), jax.random.key(1))
+    c3 = np.asarray(params["C3"]["kernel"])  # (5, 5, 60): connections in C3_INPUTS' order
+    fan_in = np.repeat([25 * len(m) for m in reference.C3_INPUTS],
+                       [len(m) for m in reference.C3_INPUTS])
+    assert np.all(np.abs(c3).max(axis=(0, 1)) <= 2.4 / fan_in)
+    assert np.abs(c3[..., :18]).max() > 0.9 * 2.4 / 75  # the 3-map units' wider range
+
+
 def _perturbed(params, key):
     """``params`` plus noise on every leaf: biases and subsampling coefficients that are
     not their initial zeros and 0.25, so that each takes part in the comparison."""
