@@ -145,6 +145,15 @@ def test_verify_checks_the_digest_of_every_field_of_every_split(tiny_dataset, mo
             with pytest.raises(data.DataError, match=rf"mnist {split_name} {field}s differ "
                                                      "from the recorded digest"):
                 data.verify_dataset(damaged, remedy="rebuild")
+        relabelled = split.labels.copy()
+        relabelled[a] = 1  # one more 1, one fewer 0
+        with pytest.raises(data.DataError, match=rf"mnist {split_name} class counts .* are not"):
+            data.verify_dataset(dataclasses.replace(
+                tiny_dataset, **{split_name: data.Split(split.images, relabelled)}), remedy="")
+        with pytest.raises(data.DataError, match=rf"mnist {split_name} has {len(split) - 1} "
+                                                 "images"):
+            data.verify_dataset(dataclasses.replace(tiny_dataset,
+                                                    **{split_name: split.take(slice(1, None))}))
 
 
 def test_validation_slice_is_the_end_of_train(tiny_dataset):

@@ -48,6 +48,26 @@ def test_each_epoch_and_seed_has_its_own_order():
             assert not np.array_equal(orders[a], orders[b]), (a, b)
 
 
+def test_each_step_draws_its_own_dropout_and_distortions(tiny_dataset):
+    """The same batch from the same state at steps 0 and 1 of an epoch trains to other
+    parameters (other dropout masks and distortions); step 0 again, to the same ones."""
+    config = training.TrainConfig(preset="relu_avgpool_pad2_dropout", batch_size=64,
+                                  augment=True)
+    state = training.create_train_state(config.resolved(), 2)
+    plan = training.plan_epoch(0, 0, 128, 64)
+    same_batch_twice = plan.replace(indices=jnp.stack([plan.indices[0]] * 2))
+    data = training.to_device(tiny_dataset.train)
+    step = jax.jit(training.train_step, static_argnames="distortions")
+
+    def params_after(index):
+        carry = (state, training.empty_totals())
+        return step(carry, jnp.int32(index), data, same_batch_twice, ("affine",))[0].params
+
+    first = params_after(0)
+    assert not _leaves_equal(first, params_after(1))
+    assert _leaves_equal(first, params_after(0))
+
+
 def _bar_images(n):
     """Horizontal bars 20 px long through the centre: their angle and place are easy to
     measure after a distortion."""
