@@ -34,6 +34,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--image", nargs="+", default=None, metavar="PATH",
                         help="predict these PNG/JPEG files, and those inside these directories,"
                              " instead of a data set (--json: one record per image)")
+    parser.add_argument("--non-digits", action="store_true",
+                        help="also report how many of 90 generated pictures that are not "
+                             "digits the checkpoint's 'not a digit' rule refuses")
     parser.add_argument("--explain", action="store_true",
                         help="with --image: also draw each image's feature maps, layer by"
                              " layer, to <out>/explain/")
@@ -87,20 +90,21 @@ def explain_files(predictor, files: list[Path], images: list, out_dir: Path) -> 
 def main(argv: list[str] | None = None) -> int:
     cli.tolerant_console()
     args = parse_args(argv)
+    return cli.guarded("evaluate.py", lambda: evaluate(args))
+
+
+def evaluate(args: argparse.Namespace) -> int:
     if args.batch_size is not None and args.batch_size <= 0:
         return fail(f"--batch-size must be positive, got {args.batch_size}")
     if args.explain and not args.image:
         return fail("--explain draws the images given with --image; give some")
 
-    from lenet_jax import checkpoint, evaluation
+    from lenet_jax import evaluation
 
     runtime.enable_compilation_cache()
     cli.quiet_libraries()
-    try:
-        with runtime.phase("init"):
-            predictor = evaluation.Predictor.load(args.ckpt)
-    except checkpoint.CheckpointError as err:
-        return fail(str(err))
+    with runtime.phase("init"):
+        predictor = evaluation.Predictor.load(args.ckpt)
     if predictor.rule is None:
         print(f"evaluate.py: note: {args.ckpt} carries no 'not a digit' rule (saved before it"
               " existed, or trained without a validation slice); nothing is rejected",
@@ -123,11 +127,8 @@ def evaluate_split(args: argparse.Namespace, predictor, out_dir: Path) -> int:
     metadata = predictor.metadata
 
     dataset_name = args.dataset or metadata["dataset"]
-    try:
-        with runtime.phase("data"):
-            dataset = data.load(dataset_name, args.data_dir)
-    except data.DataError as err:
-        return fail(str(err))
+    with runtime.phase("data"):
+        dataset = data.load(dataset_name, args.data_dir)
     if tuple(dataset.class_names) != tuple(metadata["class_names"]):
         return fail(f"the checkpoint was trained on {metadata['dataset']}; {dataset_name}"
                     " has other classes")
@@ -135,7 +136,7 @@ def evaluate_split(args: argparse.Namespace, predictor, out_dir: Path) -> int:
     with runtime.phase("work"):
         report = evaluation.run(predictor.module, predictor.params, split.images,
                                 split.labels, dataset.class_names, args.batch_size,
-                                predictor.rule)
+                                predictor.rule, non_digits=args.non_digits)
     try:
         with runtime.phase("save"):
             files = evaluation.save_outputs(report, split.images, out_dir, args.normalise)

@@ -1,4 +1,4 @@
-"""Train a LeNet-5 variant on MNIST: ``python train.py --epochs 10 --variant original``.
+"""Train a LeNet-5 variant on MNIST: ``python train.py --epochs 10 --preset original``.
 
 Exit codes (``lenet_jax.cli``): 0 done, 2 bad input (flags, data, checkpoints, a run
 directory another process is training), 3 diverged, 4 a write failed, 5 another process
@@ -13,10 +13,11 @@ import shutil
 import sys
 from pathlib import Path
 
-from lenet_jax import cli, distributed, rundir, runtime
+from lenet_jax import cli, rundir, runtime
+from lenet_jax.cli import distributed
 
 with runtime.phase("imports"):
-    from lenet_jax import config, models
+    from lenet_jax import models
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -24,10 +25,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = cli.ArgumentParser(
         prog="train.py",
         description="Train a LeNet-5 variant with JAX/Flax and Optax Adam.",
-        epilog=f"presets:\n{presets}",
+        epilog=f"presets:\n{presets}\n\nEach preset's recipe: lenet_jax/config.py (RECIPES).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    config.add_arguments(parser)
+    cli.add_config_arguments(parser)
     parser.add_argument("--data-dir", default=None,
                         help="TFDS data dir (default $TFDS_DATA_DIR or ~/tensorflow_datasets)")
     parser.add_argument("--workdir", default="runs", help="parent of run directories")
@@ -47,14 +48,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def run_dir_of(args: argparse.Namespace) -> Path:
-    return Path(args.workdir) / (args.name or args.preset)
-
-
 def check_args(args: argparse.Namespace) -> str | None:
-    """The first problem with the flags, or None. Checked before any work starts."""
-    if problem := config.from_args(args).problem():
-        return problem
+    """The first problem with the flags beyond the settings', or None. Checked before any
+    work starts."""
     if args.resume and args.overwrite:
         return "--resume and --overwrite contradict each other; choose one"
     if problem := distributed.problem(args):
@@ -79,15 +75,23 @@ def fail(message: str, code: int = cli.EXIT_USAGE) -> int:
 def main(argv: list[str] | None = None) -> int:
     cli.tolerant_console()
     args = parse_args(argv)
+    return cli.guarded("train.py", lambda: start(args, argv))
+
+
+def start(args: argparse.Namespace, argv: list[str] | None) -> int:
+    settings = cli.config_from_args(args)
+    settings.validate()
     if problem := check_args(args):
         return fail(problem)
     if args.distributed and distributed.CHILD_LOG not in os.environ:
         return distributed.supervise([sys.executable, __file__, *(argv or sys.argv[1:])])
     if args.distributed and (problem := distributed.start(args)):
         return fail(problem)
-    run_dir = run_dir_of(args)
-    if not distributed.writes_the_run():
-        return train(args, run_dir)  # process 0 holds, checks and writes the run directory
+    writes_the_run = distributed.writes_the_run()  # asked once, passed down
+    run_dir = Path(args.workdir) / (args.name or settings.preset)
+    if not writes_the_run:
+        return train(args, settings, run_dir, writes_the_run)
+    # The process that writes the run holds, checks and writes the run directory.
     try:
         with rundir.exclusive(run_dir) as note:
             if note:
@@ -96,32 +100,34 @@ def main(argv: list[str] | None = None) -> int:
                 return fail(problem)
             if args.overwrite and run_dir.exists():
                 shutil.rmtree(run_dir)
-            return train(args, run_dir)
+            return train(args, settings, run_dir, writes_the_run)
     except rundir.RunDirectoryBusyError as err:
-        return fail(str(err))
+        return fail(f"{err} or choose another --name")
 
 
-def train(args: argparse.Namespace, run_dir: Path) -> int:
-    """Load the data and train; every outcome is an exit code and at most one line."""
+def train(args: argparse.Namespace, settings, run_dir: Path, writes_the_run: bool) -> int:
+    """Load the data and train; every outcome is an exit code and at most one line (the
+    errors a user can cause go on to ``cli.guarded``)."""
     # Heavy imports after the flags are known to be good: errors come back at once.
     with runtime.phase("imports"):
         from jax.errors import JaxRuntimeError
 
         from lenet_jax import data, training
-        from lenet_jax.checkpoint import CheckpointError
     runtime.enable_compilation_cache()
     cli.quiet_libraries()
     try:
         with runtime.phase("data"):
-            dataset = data.load(args.dataset, args.data_dir)
+            dataset = data.load(settings.dataset, args.data_dir)
         record = training.train_and_evaluate(
-            config.from_args(args), dataset, run_dir, resume=args.resume,
+            settings, dataset, run_dir, resume=args.resume,
             progress=not args.no_progress and sys.stderr.isatty(),
-        )
-    except (data.DataError, CheckpointError, config.ConfigError) as err:
-        return fail(str(err))
+            writes_the_run=writes_the_run)
     except training.RunFinished as finished:
-        print(f"train.py: {finished}")
+        longer = (f"resume with --epochs larger than {finished.epoch}"
+                  if finished.schedule != "cosine" else
+                  f"its cosine schedule ends at epoch {finished.epoch}, so train a new run "
+                  "(--name, or --overwrite) with more --epochs")
+        print(f"train.py: {finished}. To train longer, {longer}")
         return 0
     except training.TrainingDivergedError as err:
         return fail(f"{err}; stopped, the last good checkpoint is kept in {run_dir}",

@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from lenet_jax import checkpoint, data, models, training  # noqa: E402
+from lenet_jax import checkpoint, data, inference, models, training  # noqa: E402
+from lenet_jax.config import TrainConfig, recipe  # noqa: E402
 from lenet_jax.reporting import read_metrics  # noqa: E402
 
 TARGET = 0.99  # the accuracy whose first epoch is reported
@@ -66,14 +67,14 @@ class Row:
         return int(reached[0]) + 1 if reached.size else None
 
 
-def train_seed(config: training.TrainConfig, dataset: data.Dataset,
+def train_seed(config: TrainConfig, dataset: data.Dataset,
                workdir: Path) -> tuple[list[float], np.ndarray]:
     """One seed's run: its test accuracy after each epoch and its final test logits."""
     run_dir = workdir / f"{config.dataset}-{config.preset}-{config.seed}"
     training.train_and_evaluate(config, dataset, run_dir, progress=False, log=lambda _: None)
     curve = [record["test_accuracy"] for record in read_metrics(run_dir)]
     params, _ = checkpoint.restore_for_inference(run_dir)  # the last epoch's
-    logits = training.predict_logits(models.LeNet(models.get_preset(config.preset)), params,
+    logits = inference.predict_logits(models.LeNet(models.get_preset(config.preset)), params,
                                      jax.device_put(dataset.test.images))
     return curve, np.asarray(logits)
 
@@ -83,7 +84,7 @@ def measure(dataset: data.Dataset, preset: str, seeds: int, epochs: int,
     start = time.perf_counter()
     curves, logits = [], []
     for seed in range(seeds):
-        config = training.TrainConfig(preset=preset, dataset=dataset.name, epochs=epochs,
+        config = recipe(preset, dataset=dataset.name, epochs=epochs,
                                       seed=seed)
         curve, seed_logits = train_seed(config, dataset, workdir)
         curves.append(curve)

@@ -32,6 +32,7 @@ from jax.sharding import NamedSharding  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
 from lenet_jax import data, models, training  # noqa: E402
+from lenet_jax.config import recipe  # noqa: E402
 
 
 @functools.partial(jax.jit, donate_argnums=0, compiler_options=training.COMPILER_OPTIONS)
@@ -72,7 +73,7 @@ def main() -> int:
     train, _ = data.split_validation(data.load("mnist").train, 5000)
     n = args.steps * args.batch_size
     mesh = training.make_mesh(args.devices, args.batch_size)
-    config = training.TrainConfig(preset=args.preset, batch_size=args.batch_size,
+    config = recipe(args.preset, batch_size=args.batch_size,
                                   learning_rate=1e-3, schedule="constant", augment=False)
     fresh = lambda: training.replicated(mesh, training.create_train_state(config, args.steps))  # noqa: E731
     device_data = training.to_device(train.take(slice(0, n)), mesh)

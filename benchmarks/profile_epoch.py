@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import jax  # noqa: E402
 
 from lenet_jax import data, models, training  # noqa: E402
+from lenet_jax.config import recipe  # noqa: E402
 
 NOT_OPS = re.compile(r"Thunk|^\$|Pjit|PjRt|^end: ")  # runtime and Python frames
 
@@ -51,7 +52,7 @@ def main() -> int:
     args = parser.parse_args()
     n = args.steps * args.batch_size
     train, _ = data.split_validation(data.load("mnist").train, 5000)
-    config = training.TrainConfig(preset=args.preset, batch_size=args.batch_size,
+    config = recipe(args.preset, batch_size=args.batch_size,
                                   learning_rate=1e-3, schedule="constant", augment=False)
     state = training.create_train_state(config, args.steps)
     device_data = training.to_device(train.take(slice(0, n)))

@@ -40,7 +40,7 @@ def jobs(workdir: Path, image: Path) -> dict[str, tuple[list[str], list[str]]]:
     arrays = str(data.array_cache_path("mnist", data.default_data_dir()))
     return {
         "train.py (tiny run)": (
-            ["train.py", "--epochs", "1", "--variant", PRESET, "--limit-train", "640",
+            ["train.py", "--epochs", "1", "--preset", PRESET, "--limit-train", "640",
              "--workdir", str(workdir), "--no-progress", "--overwrite"], ["train", arrays]),
         "evaluate.py --ckpt": (["evaluate.py", "--ckpt", best], ["evaluate", arrays]),
         "evaluate.py --image": (["evaluate.py", "--ckpt", best, "--image", str(image)],

@@ -2,7 +2,7 @@
 seed, timed from its start to its exit (the last checkpoint written), with the test
 accuracy of its last epoch (issue #17, item 2).
 
-    python benchmarks/time_to_accuracy.py --seeds 5 -- --variant relu_avgpool_pad2 --epochs 3
+    python benchmarks/time_to_accuracy.py --seeds 5 -- --preset relu_avgpool_pad2 --epochs 3
 
 Prints one line per seed and a summary: how many seeds reached ``--target`` and the
 median wall time; ``--json`` writes them. Runs go one after another, in fresh work

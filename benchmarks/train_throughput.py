@@ -49,7 +49,8 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from flax_reference import FlaxExampleLeNet  # noqa: E402
 
-from lenet_jax import data, models, training  # noqa: E402
+from lenet_jax import data, inference, models, training  # noqa: E402
+from lenet_jax.config import recipe  # noqa: E402
 
 CONTENDERS = ("ours", "flax-loop", "flax-example", "torch", "torch-compile")
 
@@ -88,7 +89,7 @@ class Result:
 def setup_ours(preset: str, train: data.Split, test: data.Split, steps: int,
                batch: int) -> Contender:
     n = steps * batch
-    config = training.TrainConfig(preset=preset, batch_size=batch, learning_rate=1e-3,
+    config = recipe(preset, batch_size=batch, learning_rate=1e-3,
                                   schedule="constant")
     state = training.create_train_state(config, steps)
     device_data = training.to_device(train.take(slice(0, n)))
@@ -117,9 +118,9 @@ def _median_seconds(call: Callable[[], Any], times: int = 3) -> tuple[float, Any
 
 def _jax_eval(module, params, test: data.Split) -> tuple[float, float]:
     images = jax.device_put(test.images)
-    jax.block_until_ready(training.predict_logits(module, params, images))  # compile
+    jax.block_until_ready(inference.predict_logits(module, params, images))  # compile
     seconds, logits = _median_seconds(
-        lambda: jax.block_until_ready(training.predict_logits(module, params, images)))
+        lambda: jax.block_until_ready(inference.predict_logits(module, params, images)))
     return seconds, float(np.mean(np.asarray(logits).argmax(-1) == test.labels))
 
 

@@ -18,7 +18,8 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
-from lenet_jax import distributed, models
+from lenet_jax import models
+from lenet_jax.errors import UserError
 
 CHECKPOINTS_DIR = "checkpoints"
 BEST_LINK = "best"
@@ -26,7 +27,7 @@ SELECTION_METRIC = "selection_accuracy"
 KEEP_LATEST = 3
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint path that cannot be restored; the message says why."""
 
 
@@ -44,8 +45,9 @@ def _options() -> ocp.CheckpointManagerOptions:
 class RunCheckpoints:
     """The checkpoints of one run directory: the latest few epochs and the best."""
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, writes_links: bool = True):
         self.run_dir = Path(run_dir).absolute()
+        self.writes_links = writes_links  # of several processes, one makes the links
         self.manager = _open(self.run_dir / CHECKPOINTS_DIR, _options())
 
     def save(self, epoch: int, params: Any, opt_state: Any, metadata: dict) -> None:
@@ -59,7 +61,9 @@ class RunCheckpoints:
         self.manager.save(epoch, args=args,
                           metrics={SELECTION_METRIC: metadata[SELECTION_METRIC]})
         self.manager.wait_until_finished()
-        _link(self.run_dir / BEST_LINK, self.manager.directory / str(self.manager.best_step()))
+        if self.writes_links:
+            _link(self.run_dir / BEST_LINK,
+                  self.manager.directory / str(self.manager.best_step()))
 
     def latest_epoch(self) -> int | None:
         return self.manager.latest_step()
@@ -99,8 +103,8 @@ def _restore(manager: ocp.CheckpointManager, step: int, items: dict) -> dict:
 
 def _link(link: Path, target: Path) -> None:
     """Make ``link`` a relative symlink to ``target``, atomically; a real directory of
-    that name is left alone, and only process 0 of several writes."""
-    if (link.exists() and not link.is_symlink()) or not distributed.writes_the_run():
+    that name is left alone."""
+    if link.exists() and not link.is_symlink():
         return
     tmp = link.with_name(f".{link.name}-link-{os.getpid()}")
     tmp.unlink(missing_ok=True)
@@ -108,9 +112,10 @@ def _link(link: Path, target: Path) -> None:
     os.replace(tmp, link)
 
 
-def point_workdir_best(workdir: Path, run_dir: Path) -> None:
+def point_workdir_best(workdir: Path, run_dir: Path, writes_links: bool = True) -> None:
     """``workdir/best`` -> this run's ``best``: the latest run's best epoch."""
-    _link(Path(workdir) / BEST_LINK, Path(run_dir) / BEST_LINK)
+    if writes_links:
+        _link(Path(workdir) / BEST_LINK, Path(run_dir) / BEST_LINK)
 
 
 def abstract_on_this_device(tree: Any) -> Any:

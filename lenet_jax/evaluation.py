@@ -15,8 +15,8 @@ import jax
 import numpy as np
 from PIL import Image, ImageOps
 
-from lenet_jax import models, rejection
-from lenet_jax.training import EVAL_BATCH_SIZE, predict
+from lenet_jax import inference, models, rejection
+from lenet_jax.errors import UserError
 
 # Larger than any camera's photo, small enough that decoding one stays well under 1 GB.
 PIXEL_BUDGET = 50_000_000
@@ -92,15 +92,20 @@ def most_confused(cm: np.ndarray, top: int = 5) -> list[tuple[int, int, int]]:
 
 def run(module: models.LeNet, params, images: np.ndarray, labels: np.ndarray,
         class_names: tuple[str, ...], batch_size: int | None = None,
-        rule: rejection.Rule | None = None) -> Report:
+        rule: rejection.Rule | None = None, non_digits: bool = False) -> Report:
     """Predict a whole split in one compiled call; with ``rule``, also how many of its
-    images and of ``rejection.non_digit_pictures`` the rule rejects."""
-    logits, statistics = predict(module, params, jax.numpy.asarray(images), batch_size)
-    probabilities = np.asarray(jax.nn.softmax(logits, axis=-1))
-    rejected = non_digits = None
-    if rule is not None:
+    images it rejects, and with ``non_digits`` how many of
+    ``rejection.non_digit_pictures``."""
+    images = jax.numpy.asarray(images)
+    if rule is None:
+        logits = inference.predict_logits(module, params, images, batch_size)
+        rejected = None
+    else:
+        logits, statistics = inference.predict_with_statistics(module, params, images,
+                                                               batch_size)
         rejected = rule.rejects(np.asarray(statistics))
-        non_digits = non_digit_rejection(module, params, rule)
+    probabilities = np.asarray(jax.nn.softmax(logits, axis=-1))
+    non_digits = non_digit_rejection(module, params, rule) if rule and non_digits else None
     return Report(tuple(class_names), np.asarray(labels), probabilities.argmax(-1),
                   probabilities, rejected, non_digits)
 
@@ -110,7 +115,9 @@ def non_digit_rejection(module: models.LeNet, params, rule: rejection.Rule) -> d
     all; a picture the reader finds blank counts as refused."""
     kinds, images = read_non_digits()
     read = np.array([image is not None for image in images])
-    _, statistics = predict_images(module, params, np.stack([i for i in images if i is not None]))
+    _, statistics = inference.predict_images(module, params,
+                                             np.stack([i for i in images if i is not None]),
+                                             statistics=True)
     refused = ~read
     refused[read] = rule.rejects(statistics)
     shares = {kind: float(refused[kinds == kind].mean()) for kind in dict.fromkeys(kinds)}
@@ -156,11 +163,13 @@ def format_report(report: Report) -> str:
 def rejection_line(report: Report) -> str:
     if report.rejected is None:
         return "not a digit: this checkpoint carries no rejection rule"
+    line = (f"not a digit: {100 * report.rejected.mean():.2f}% of these {len(report.labels)} "
+            "images rejected")
+    if report.non_digits is None:
+        return line
     by_kind = ", ".join(f"{kind} {100 * share:.0f}%" for kind, share in report.non_digits.items()
                         if kind != "all")
-    return (f"not a digit: {100 * report.rejected.mean():.2f}% of these {len(report.labels)} "
-            f"images rejected; {100 * report.non_digits['all']:.1f}% of the generated "
-            f"non-digits ({by_kind})")
+    return f"{line}; {100 * report.non_digits['all']:.1f}% of the generated non-digits ({by_kind})"
 
 
 def save_outputs(report: Report, images: np.ndarray, out_dir: Path,
@@ -229,7 +238,7 @@ def plot_misclassified(report: Report, images: np.ndarray, path: Path, count: in
     return path
 
 
-class ImageError(ValueError):
+class ImageError(UserError, ValueError):
     """A file that cannot be read as an image."""
 
 
@@ -252,20 +261,6 @@ def image_files(paths: list[str]) -> tuple[list[Path], list[str]]:
         else:
             problems.append(f"{path}: no such file or directory")
     return files, problems
-
-
-def predict_images(module: models.LeNet, params,
-                   images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(class probabilities (N, classes), map statistics for the rejection rule) for
-    uint8 images in one compiled call; the batch is padded to a power of two up to an
-    evaluation chunk, then to whole chunks: few programs, and one picture costs one."""
-    chunk = EVAL_BATCH_SIZE.get(jax.default_backend(), 1000)
-    chunk = min(chunk, 1 << (len(images) - 1).bit_length())
-    padded = np.zeros((-(-len(images) // chunk) * chunk, *images.shape[1:]), np.uint8)
-    padded[:len(images)] = images
-    logits, statistics = predict(module, params, jax.numpy.asarray(padded), chunk)
-    probabilities = jax.nn.softmax(logits[:len(images)], axis=-1)
-    return np.asarray(probabilities), np.asarray(statistics[:len(images)])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -316,7 +311,8 @@ class Predictor:
 
     def answer(self, images: np.ndarray) -> list[Answer]:
         """One answer per uint8 image (N, 28, 28, 1), all in one compiled call."""
-        probabilities, statistics = predict_images(self.module, self.params, images)
+        probabilities, statistics = inference.predict_images(
+            self.module, self.params, images, statistics=self.rule is not None)
         rejected = (self.rule.rejects(statistics).tolist() if self.rule is not None
                     else [None] * len(images))
         return [Answer(top_k(p, self.class_names), r)

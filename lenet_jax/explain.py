@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lenet_jax import models
+from lenet_jax import inference, models
 
 CODE_SHAPE = (12, 7)  # the RBF codes' bitmaps: 12 rows of 7 (models._DIGIT_BITMAPS)
 MAP_LAYERS = ("C1", "S2", "C3", "S4")
@@ -25,21 +25,19 @@ MAP_LAYERS = ("C1", "S2", "C3", "S4")
 
 @functools.partial(jax.jit, static_argnames="module")
 def _apply_keeping_maps(module: models.LeNet, params: Any, images: jax.Array):
-    x = models.preprocess(images, module.preset)
-    logits, kept = module.apply({"params": params}, x, mutable=["maps", "intermediates"])
-    return x, logits, kept
+    logits, maps = inference.forward(module, params, images, keep_maps=True)
+    return models.preprocess(images, module.preset), logits, maps
 
 
 def panels(module: models.LeNet, params: Any, image: np.ndarray) -> dict[str, np.ndarray]:
     """The arrays the figure draws for one uint8 (28, 28, 1) image, by panel title."""
-    x, logits, kept = jax.device_get(_apply_keeping_maps(module, params, jnp.asarray(image[None])))
-    layers = kept["maps"]["layers"]
+    x, logits, layers = jax.device_get(_apply_keeping_maps(module, params,
+                                                           jnp.asarray(image[None])))
     drawn = {"input": x[0, ..., 0]}
     drawn |= {layer: layers[layer][0] for layer in MAP_LAYERS}
     drawn["F6"] = layers["F6"][0]
     if module.preset.head == "rbf":
-        distances = kept["intermediates"]["OUTPUT"]["squared_distance"][0][0]
-        closest = int(np.argmin(distances))
+        closest = int(np.argmax(logits[0]))  # logits are -scale * squared distance
         drawn["F6"] = drawn["F6"].reshape(CODE_SHAPE)
         drawn[f"closest RBF code: {closest}"] = models.rbf_codes()[closest].reshape(CODE_SHAPE)
     drawn["probabilities"] = np.asarray(jax.nn.softmax(logits[0]))

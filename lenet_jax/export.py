@@ -1,4 +1,5 @@
-"""Export a trained model so it runs without this package:
+"""Export a trained model so it runs without this package (the command line:
+``lenet_jax.cli.export``):
 
     python -m lenet_jax.export --ckpt runs/best --out model/
 
@@ -24,7 +25,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from lenet_jax import checkpoint, cli, models, runtime
+from lenet_jax import checkpoint, inference, models
 
 ARTEFACT = "lenet.jax"
 PLATFORMS = ("cpu", "cuda")
@@ -36,7 +37,7 @@ def inference_function(ckpt: str | Path) -> tuple[Callable[[jax.Array], jax.Arra
     module, _ = models.create_model(metadata["preset"])
 
     def predict(images: jax.Array) -> jax.Array:
-        return module.apply({"params": params}, models.preprocess(images, module.preset))
+        return inference.forward(module, params, images)
 
     return predict, metadata
 
@@ -75,34 +76,7 @@ def export_savedmodel(ckpt: str | Path, out_dir: str | Path) -> Path:
     return path
 
 
-def main(argv: list[str] | None = None) -> int:
-    cli.tolerant_console()
-    parser = cli.ArgumentParser(prog="lenet_jax.export",
-                                description="Export a lenet-jax checkpoint.")
-    parser.add_argument("--ckpt", required=True, help="runs/best, a run or a step directory")
-    parser.add_argument("--out", default="model", help="output directory")
-    parser.add_argument("--savedmodel", action="store_true",
-                        help="also write a TensorFlow SavedModel (needs TensorFlow)")
-    args = parser.parse_args(argv)
-    if problem := cli.unwritable(args.out, "--out"):
-        return cli.fail(parser.prog, problem)
-    cli.quiet_libraries()
-    runtime.enable_compilation_cache()
-    try:
-        with runtime.phase("work"):
-            path = export_model(args.ckpt, args.out)
-        print(f"wrote {path} and {Path(args.out) / 'metadata.json'}")
-        if args.savedmodel:
-            print(f"wrote {export_savedmodel(args.ckpt, args.out)}")
-    except checkpoint.CheckpointError as err:
-        return cli.fail(parser.prog, str(err))
-    except ImportError as err:
-        return cli.fail(parser.prog, f"--savedmodel needs TensorFlow ({err})")
-    except OSError as err:
-        return cli.fail(parser.prog, f"cannot write to --out {args.out}: {err.strerror or err}",
-                        cli.EXIT_WRITE)
-    return 0
+if __name__ == "__main__":  # the command line lives with the others
+    from lenet_jax.cli.export import main
 
-
-if __name__ == "__main__":
     sys.exit(main())

@@ -32,12 +32,12 @@ C3Wiring = Literal["paper_table", "full"]  # Table I's 60 connections, or all 96
 C5Kind = Literal["conv", "dense"]  # 120 maps of 5x5, or flatten then 120 units
 Head = Literal["rbf", "dense"]  # the paper's Euclidean RBF units, or a dense layer
 Init = Literal["paper", "flax"]  # Appendix A's uniform, or Flax's defaults
-Schedule = Literal["constant", "cosine"]
 
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
-    """One LeNet variant: what the layers are and what input they expect."""
+    """One LeNet variant: what the layers are and what input they expect (how each is
+    trained: ``config.RECIPES``)."""
 
     name: str
     description: str
@@ -55,11 +55,6 @@ class Preset:
     dropout: float = 0.0  # before the last layer, training only
     init: Init = "flax"
     rbf_logit_scale: float = 0.0  # logits = -scale * squared distance (rbf head)
-    # The training recipe measured best for this row (train.py's --lr/--schedule override).
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.0  # L2 added to the gradient, as PyTorch's Adam(weight_decay=)
-    schedule: Schedule = "constant"
-    augment: bool = False  # random affine distortions of the training images
 
     def __post_init__(self) -> None:
         for field, allowed in _literal_fields(Preset).items():
@@ -96,10 +91,10 @@ _PRESET_ROWS: tuple[Preset, ...] = (
         description="LeCun et al. 1998: scaled tanh, trainable subsampling, C3 table, RBF output",
         input_size=32, fit="pad", **_paper_normalisation(), activation="scaled_tanh",
         pool="trainable", c1_padding=0, c3="paper_table", c5="conv", c5_activation=True,
-        head="rbf", rbf_logit_scale=0.05, learning_rate=3e-3, schedule="cosine", augment=True,
-        # Flax init, the paper's bitmap codes, logit scale 0.05, Adam 3e-3 + cosine and the
-        # paper's distortions (Sec. V-B) measured best; the sweep behind each choice is in
-        # benchmarks/RESULTS.md ("original's recipe"). init="paper" keeps Appendix A's.
+        head="rbf", rbf_logit_scale=0.05,
+        # Flax init, the paper's bitmap codes and logit scale 0.05 measured best; the sweep
+        # behind each choice is in benchmarks/RESULTS.md ("original's recipe").
+        # init="paper" keeps Appendix A's.
     ),
     Preset(
         name="tanh_avgpool",
@@ -130,8 +125,7 @@ _PRESET_ROWS: tuple[Preset, ...] = (
         description="relu_avgpool_pad2 with dropout 0.5 before the last layer",
         input_size=28, fit="none", **_MNIST_STATS, activation="relu", pool="avg",
         c1_padding=2, c3="full", c5="dense", c5_activation=True, head="dense",
-        dropout=0.5, weight_decay=0.01,  # the write-up's Adam(weight_decay=0.01), measured
-        # against none in README ("Seed recipes") and benchmarks/RESULTS.md
+        dropout=0.5,
     ),
 )
 

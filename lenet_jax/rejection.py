@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lenet_jax.errors import UserError
+
 STATISTIC_LAYERS = ("C1", "S2", "C3", "S4")
 QUANTILE = 0.995  # of the validation digits' distances: ~0.5% of digits rejected
 SHRINKAGE = 0.01  # towards a scaled identity, so a small slice still gives an inverse
@@ -69,7 +71,7 @@ def fit(statistics: np.ndarray, labels: np.ndarray) -> Rule:
     return dataclasses.replace(rule, threshold=float(np.quantile(rule.distance(s), QUANTILE)))
 
 
-class RuleError(ValueError):
+class RuleError(UserError, ValueError):
     """Checkpoint metadata whose rejection rule cannot be used."""
 
 

@@ -18,8 +18,10 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from lenet_jax.errors import UserError
 
-class RunDirectoryBusyError(RuntimeError):
+
+class RunDirectoryBusyError(UserError, RuntimeError):
     """Another live process is training this run directory."""
 
 
@@ -36,7 +38,7 @@ def exclusive(run_dir: Path) -> Iterator[str | None]:
     except Timeout:
         raise RunDirectoryBusyError(f"run directory {run_dir} is being trained by "
                                f"{_read(owner_file) or 'another process'}; wait for it to "
-                               "finish or choose another --name") from None
+                               "finish") from None
     try:
         previous = _read(owner_file)  # left only by a holder that did not exit cleanly
         tmp = owner_file.with_name(f"{owner_file.name}.{os.getpid()}")

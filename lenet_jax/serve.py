@@ -1,4 +1,5 @@
-"""Draw a digit, watch LeNet-5 read it: ``python -m lenet_jax.serve --ckpt runs/best``.
+"""Draw a digit, watch LeNet-5 read it: ``python -m lenet_jax.serve --ckpt runs/best``
+(its command line: ``lenet_jax.cli.serve``).
 
 A local page (``/``) with a canvas, the top 3 and every feature map, and one JSON
 endpoint, ``POST /predict``, whose body is a PNG (or JPEG) picture of a digit. It answers
@@ -11,7 +12,6 @@ use), 130 interrupted.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from http import HTTPStatus
@@ -21,21 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from lenet_jax import cli
-
 MAX_BODY_BYTES = 1 << 20  # 1 MiB: a drawn 280x280 PNG is ~10 KB
 DISCARD_LIMIT = 64 << 20  # a larger refused body is not read: the connection just closes
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = cli.ArgumentParser(prog="lenet_jax.serve",
-                                description="Serve a draw-a-digit page for a checkpoint.")
-    parser.add_argument("--ckpt", required=True,
-                        help="runs/best, a run directory (its latest epoch) or a step directory")
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to bind (default: this machine only)")
-    parser.add_argument("--port", type=int, default=8000, help="port; 0 picks a free one")
-    return parser.parse_args(argv)
 
 
 def prediction(predictor: Any, picture: bytes) -> dict:
@@ -164,36 +151,7 @@ def _warm_up_picture() -> bytes:
     return encoded.getvalue()
 
 
-def main(argv: list[str] | None = None) -> int:
-    cli.tolerant_console()
-    args = parse_args(argv)
-    if not 0 <= args.port <= 65535:
-        return _fail(f"--port must be in [0, 65535], got {args.port}")
-    from lenet_jax import checkpoint, evaluation, runtime
+if __name__ == "__main__":  # the command line lives with the others
+    from lenet_jax.cli.serve import main
 
-    runtime.enable_compilation_cache()
-    try:
-        predictor = evaluation.Predictor.load(args.ckpt)
-        server = make_server(predictor, args.host, args.port)
-    except checkpoint.CheckpointError as err:
-        return _fail(str(err))
-    except OSError as err:
-        return _fail(f"cannot listen on {args.host}:{args.port}: {err.strerror}")
-    host, port = server.server_address[:2]
-    print(f"serving {predictor.metadata['preset']} (epoch {predictor.metadata['epoch']}) on "
-          f"http://{host}:{port}/  (Ctrl-C stops)", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        return cli.EXIT_INTERRUPTED
-    finally:
-        server.server_close()
-    return 0
-
-
-def _fail(message: str) -> int:
-    return cli.fail("lenet_jax.serve", message)
-
-
-if __name__ == "__main__":
     sys.exit(main())

@@ -1,5 +1,6 @@
-"""Training: a pure ``train_step``, epochs as one ``lax.scan`` or per-step jit calls,
-evaluation in one call, and ``train_and_evaluate`` that ties it to checkpoints and logs.
+"""Training: a pure ``train_step``, an epoch as one compiled ``lax.scan``, and
+``train_and_evaluate``, the whole run read top to bottom: set up, resume, then per epoch
+train, evaluate, save and log. Applying the model is ``lenet_jax.inference``'s.
 
 Randomness is a function of (seed, epoch, step) alone, so a run resumed from any
 epoch's checkpoint retraces the uninterrupted run bit for bit.
@@ -26,8 +27,8 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
-from lenet_jax import checkpoint, distributed, models, rejection
-from lenet_jax.config import ConfigError, TrainConfig, flag
+from lenet_jax import checkpoint, inference, models, rejection
+from lenet_jax.config import ConfigError, ResumeMismatchError, TrainConfig
 from lenet_jax.data import Dataset, Split, split_validation
 from lenet_jax.reporting import MetricsLog
 from lenet_jax.runtime import phase
@@ -46,15 +47,12 @@ class TrainingDivergedError(RuntimeError):
 
 
 class RunFinished(Exception):  # noqa: N818 (an outcome, not an error)
-    """``--resume`` of a run that has already trained the epochs asked for."""
+    """A resume of a run that has already trained the epochs asked for; ``schedule`` says
+    whether more epochs can continue it (a cosine schedule ends where it was planned)."""
 
     def __init__(self, run_dir: Path, epoch: int, schedule: str):
-        longer = (f"resume with --epochs larger than {epoch}" if schedule != "cosine" else
-                  f"its cosine schedule ends at epoch {epoch}, so train a new run (--name, "
-                  "or --overwrite) with more --epochs")
-        super().__init__(f"{run_dir} has already trained {epoch} epochs; nothing to do. To "
-                         f"train longer, {longer}")
-        self.run_dir, self.epoch = run_dir, epoch
+        super().__init__(f"{run_dir} has already trained {epoch} epochs; nothing to do")
+        self.run_dir, self.epoch, self.schedule = run_dir, epoch, schedule
 
 
 def make_mesh(devices: int = 0, batch_size: int = 0) -> Mesh | None:
@@ -64,9 +62,10 @@ def make_mesh(devices: int = 0, batch_size: int = 0) -> Mesh | None:
     available = jax.devices()
     count = devices or len(available)
     if count > len(available):
-        raise ConfigError(f"--devices {count}: only {len(available)} visible")
+        raise ConfigError("devices", count, f"{{name}} {{value}}: only {len(available)} visible")
     if batch_size % count:
-        raise ConfigError(f"--batch-size {batch_size} does not divide over {count} devices")
+        raise ConfigError("batch_size", batch_size,
+                          f"{{name}} {{value}} does not divide over {count} devices")
     if count == 1:
         return None
     return Mesh(np.asarray(available[:count]), ("data",))
@@ -90,7 +89,6 @@ def steps_per_epoch(num_examples: int, batch_size: int) -> int:
 def make_optimizer(config: TrainConfig, num_steps_per_epoch: int) -> optax.GradientTransformation:
     """Adam with a constant rate, or linear warmup then cosine decay to 0 at the end;
     with weight decay as PyTorch's ``Adam(weight_decay=)`` does it."""
-    config = config.resolved()
     if config.schedule == "cosine":
         return _adam(config.learning_rate, config.weight_decay,
                      config.epochs * num_steps_per_epoch,
@@ -233,8 +231,8 @@ def _batch_loss(params, state: TrainState, images, labels, mask, key, train: boo
                 distortions: tuple[str, ...]):
     augment_key, dropout_key = jax.random.split(key)
     images = _distort(augment_key, images, distortions)
-    x = models.preprocess(images, state.module.preset)
-    logits = state.apply_fn({"params": params}, x, train=train, rngs={"dropout": dropout_key})
+    logits = inference.forward(state.module, params, images, train=train,
+                               rngs={"dropout": dropout_key})
     per_example = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     weights = mask.astype(jnp.float32)
     loss = jnp.sum(per_example * weights) / jnp.maximum(jnp.sum(weights), 1.0)
@@ -313,88 +311,38 @@ train_step_jit = jax.jit(train_step, static_argnames="distortions", donate_argnu
                          compiler_options=COMPILER_OPTIONS)
 
 
-def _drive(
-    loop: str, scan_call: Callable, step_call: Callable, state: TrainState, plan: EpochPlan,
-    on_step: Callable[[int], None] | None,
-) -> tuple[TrainState, dict]:
-    """One epoch: ``scan_call(state, plan)`` once, or ``step_call(carry, step, plan)``
-    per batch from Python; ``on_step(n)`` reports progress."""
-    on_step = on_step or (lambda _: None)
+def compile_epoch(
+    loop: str, state: TrainState, data: tuple[jax.Array, jax.Array], plan: EpochPlan,
+    distortions: tuple[str, ...] = (),
+) -> tuple[EpochRunner, float]:
+    """Compile the epoch ahead of time: (run(state, plan, on_step), compile seconds).
+    ``loop`` is "scan" (the epoch is one call) or "step" (one call per batch);
+    ``distortions`` as ``TrainConfig.distortions``; ``on_step(n)`` reports progress."""
+    start = time.perf_counter()
     steps = plan.indices.shape[0]
     if loop == "scan":
-        state, totals = scan_call(state, plan)
-        on_step(steps)
-        return state, totals
-    carry = (state, empty_totals())
-    for step in range(steps):
-        carry = step_call(carry, jnp.int32(step), plan)
-        on_step(1)
-    return carry
+        scan = train_epoch_scan.lower(state, data, plan, distortions).compile()
+
+        def run(state: TrainState, plan: EpochPlan, on_step: Callable | None = None):
+            state, totals = scan(state, data, plan)
+            (on_step or _ignore)(steps)
+            return state, totals
+    else:
+        step_call = train_step_jit.lower((state, empty_totals()), jnp.int32(0), data, plan,
+                                         distortions).compile()
+
+        def run(state: TrainState, plan: EpochPlan, on_step: Callable | None = None):
+            carry = (state, empty_totals())
+            for step in range(steps):
+                carry = step_call(carry, jnp.int32(step), data, plan)
+                (on_step or _ignore)(1)
+            return carry
+
+    return run, time.perf_counter() - start
 
 
-# Images per chunk when predicting: on CPU larger chunks' im2col matrices outgrow the
-# caches (the sweep: benchmarks/RESULTS.md).
-EVAL_BATCH_SIZE = {"cpu": 128}
-
-
-def _in_chunks(of_chunk: Callable, images: jax.Array, batch_size: int | None) -> Any:
-    """``of_chunk`` over uint8 images (N, 28, 28, 1) in chunks of ``batch_size`` (default:
-    ``EVAL_BATCH_SIZE`` for the backend, else 1,000), as one ``lax.map``; its outputs
-    (arrays of one row per image) joined back to N rows."""
-    batch_size = batch_size or EVAL_BATCH_SIZE.get(jax.default_backend(), 1000)
-    n = images.shape[0]
-    chunks = math.ceil(n / batch_size)
-    padded = jnp.pad(images, ((0, chunks * batch_size - n), (0, 0), (0, 0), (0, 0)))
-    padded = padded.reshape(chunks, batch_size, *images.shape[1:])
-    outputs = jax.lax.map(of_chunk, padded)
-    return jax.tree.map(lambda out: out.reshape(chunks * batch_size, -1)[:n], outputs)
-
-
-@functools.partial(jax.jit, static_argnames=("module", "batch_size"))
-def predict_logits(
-    module: models.LeNet, params: Any, images: jax.Array, batch_size: int | None = None
-) -> jax.Array:
-    """Logits for uint8 images (N, 28, 28, 1) in one compiled call, in chunks."""
-    def of_chunk(chunk):
-        return module.apply({"params": params}, models.preprocess(chunk, module.preset))
-
-    return _in_chunks(of_chunk, images, batch_size)
-
-
-def _logits_and_statistics(module: models.LeNet, params: Any, images: jax.Array,
-                           batch_size: int | None) -> tuple[jax.Array, jax.Array]:
-    def of_chunk(chunk):
-        logits, kept = module.apply({"params": params}, models.preprocess(chunk, module.preset),
-                                    mutable=["maps"])
-        return logits, rejection.map_statistics(kept["maps"]["layers"])
-
-    return _in_chunks(of_chunk, images, batch_size)
-
-
-@functools.partial(jax.jit, static_argnames=("module", "batch_size"))
-def predict(
-    module: models.LeNet, params: Any, images: jax.Array, batch_size: int | None = None
-) -> tuple[jax.Array, jax.Array]:
-    """(logits, the map statistics the rejection rule reads) in one compiled call."""
-    return _logits_and_statistics(module, params, images, batch_size)
-
-
-def evaluate(module: models.LeNet, params: Any, split: Split | tuple) -> dict:
-    """Mean cross-entropy, accuracy and each image's map statistics (for the rejection
-    rule) over a whole split, in one compiled call."""
-    images, labels = split if isinstance(split, tuple) else (split.images, split.labels)
-    loss, accuracy, statistics = _evaluation(module, params, jnp.asarray(images),
-                                             jnp.asarray(labels))
-    return {"loss": float(loss), "accuracy": float(accuracy),
-            "statistics": np.asarray(statistics)}
-
-
-@functools.partial(jax.jit, static_argnames="module")
-def _evaluation(module: models.LeNet, params: Any, images: jax.Array,
-                labels: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    logits, statistics = _logits_and_statistics(module, params, images, None)
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-    return loss, jnp.mean(jnp.argmax(logits, -1) == labels), statistics
+def _ignore(_: int) -> None:
+    pass
 
 
 def to_device(split: Split, mesh: Mesh | None = None) -> tuple[jax.Array, jax.Array]:
@@ -407,170 +355,66 @@ def to_device(split: Split, mesh: Mesh | None = None) -> tuple[jax.Array, jax.Ar
 EpochRunner = Callable[[TrainState, EpochPlan, Callable[[int], None] | None],
                        tuple[TrainState, dict]]
 
-
-def compile_epoch(
-    loop: str, state: TrainState, data: tuple[jax.Array, jax.Array], plan: EpochPlan,
-    distortions: tuple[str, ...] = (),
-) -> tuple[EpochRunner, float]:
-    """Compile the epoch ahead of time: (run(state, plan, on_step), compile seconds).
-    ``loop`` is "scan" (the epoch is one call) or "step" (one call per batch);
-    ``distortions`` as ``TrainConfig.distortions``."""
-    start = time.perf_counter()
-    if loop == "scan":
-        compiled = train_epoch_scan.lower(state, data, plan, distortions).compile()
-        scan_call, step_call = (lambda s, p: compiled(s, data, p)), None
-    else:
-        compiled = train_step_jit.lower((state, empty_totals()), jnp.int32(0), data, plan,
-                                        distortions).compile()
-        scan_call, step_call = None, (lambda c, i, p: compiled(c, i, data, p))
-    seconds = time.perf_counter() - start
-    return functools.partial(_drive, loop, scan_call, step_call), seconds
-
-
 # Config fields that change the trajectory: a resumed run must keep them.
-_RESUME_INVARIANT = ("preset", "dataset", "batch_size", "learning_rate", "weight_decay",
-                     "schedule", "warmup_epochs", "seed", "val_size", "augment", "flip",
-                     "limit_train")
+RESUME_INVARIANT = ("preset", "dataset", "batch_size", "learning_rate", "weight_decay",
+                    "schedule", "warmup_epochs", "seed", "val_size", "augment", "flip",
+                    "limit_train")
 _FORMER_NAMES = {"preset": "variant", "limit_train": "train_limit"}  # in older checkpoints
 # What older checkpoints, without the field, used.
 _ADDED_SINCE = {"weight_decay": 0.0, "flip": False}
 
 
-def _check_resumable(saved: dict, config: TrainConfig) -> None:
+def check_resumable(saved: dict, config: TrainConfig) -> None:
+    """``ResumeMismatchError`` unless ``config`` continues the run whose latest metadata is
+    ``saved`` (with a cosine schedule, the epochs too: they shape the schedule)."""
     saved_config = saved.get("config", {})
-    fields = _RESUME_INVARIANT + (("epochs",) if config.schedule == "cosine" else ())
+    fields = RESUME_INVARIANT + (("epochs",) if config.schedule == "cosine" else ())
     for field in fields:
         saved_value = saved_config.get(field, saved_config.get(_FORMER_NAMES.get(field, ""),
                                                                _ADDED_SINCE.get(field)))
         if saved_value != getattr(config, field):
-            raise checkpoint.CheckpointError(
-                f"cannot resume: the run was trained with {flag(field)[2:]}={saved_value!r},"
-                f" this command asks for {getattr(config, field)!r}"
-            )
+            raise ResumeMismatchError(field, saved_value, getattr(config, field))
 
 
-@dataclasses.dataclass
-class _Run:
-    """What a training run works with, set up once: its settings, devices, data on the
-    device(s) and checkpoints."""
-
-    config: TrainConfig
-    dataset: Dataset
-    run_dir: Path
-    mesh: Mesh | None
-    num_train: int
-    train: tuple[jax.Array, jax.Array]
-    val: tuple[jax.Array, jax.Array] | None
-    test: tuple[jax.Array, jax.Array]
-    checkpoints: checkpoint.RunCheckpoints
-
-    def plan(self, epoch: int) -> EpochPlan:
-        return plan_epoch(self.config.seed, epoch, self.num_train, self.config.batch_size,
-                          self.mesh)
+def _fit_rule(state: TrainState, val: tuple[jax.Array, jax.Array],
+              test: tuple[jax.Array, jax.Array]) -> tuple[rejection.Rule, float]:
+    """The "not a digit" rule fitted on the validation digits, and the share of the test
+    digits it rejects."""
+    _, val_statistics = inference.predict_with_statistics(state.module, state.params, val[0])
+    rule = rejection.fit(np.asarray(val_statistics), np.asarray(val[1]))
+    _, test_statistics = inference.predict_with_statistics(state.module, state.params, test[0])
+    return rule, float(rule.rejects(np.asarray(test_statistics)).mean())
 
 
-def _set_up(config: TrainConfig, dataset: Dataset, run_dir: Path,
-            log: Callable[[str], None]) -> _Run:
-    if problem := config.problem():
-        raise ConfigError(problem)
-    config = config.resolved()
-    mesh = make_mesh(config.devices, config.batch_size)
-    train, val = split_validation(dataset.train, config.val_size)
-    if config.limit_train:
-        train = train.take(slice(0, config.limit_train))
-    if val is None:
-        log("warning: --val-size 0 selects runs/best on the test set (as the tutorials do);"
-            " its test accuracy is then an optimistic estimate")
-    return _Run(config, dataset, run_dir, mesh, len(train), to_device(train, mesh),
-                to_device(val, mesh) if val is not None else None, to_device(dataset.test, mesh),
-                checkpoint.RunCheckpoints(run_dir))
-
-
-def _initial_state(run: _Run, resume: bool, log: Callable[[str], None]) -> tuple[TrainState, int]:
-    """A fresh train state, or with ``resume`` the latest checkpoint's; and its epoch."""
-    config = run.config
-    state = create_train_state(config, steps_per_epoch(run.num_train, config.batch_size))
-    if not resume or run.checkpoints.latest_epoch() is None:
-        return replicated(run.mesh, state), 0
-    saved = run.checkpoints.restore_latest()[2]
-    _check_resumable(saved, config)
-    if saved["epoch"] >= config.epochs:
-        run.checkpoints.close()
-        raise RunFinished(run.run_dir, saved["epoch"], config.schedule)
-    params, opt_state, saved = run.checkpoints.restore_latest(
-        checkpoint.abstract_on_this_device(state.params),
-        checkpoint.abstract_on_this_device(state.opt_state),
-    )
-    state = state.replace(params=params, opt_state=opt_state, step=saved["step"])
-    log(f"resuming {run.run_dir} after epoch {saved['epoch']}")
-    return replicated(run.mesh, state), saved["epoch"]
-
-
-def _train_epoch(run: _Run, run_epoch: EpochRunner, state: TrainState, epoch: int,
-                 on_step: Callable[[int], None]) -> tuple[TrainState, dict]:
-    """Epoch ``epoch`` (0-based); the record of its training metrics."""
-    start = time.perf_counter()
-    state, totals = run_epoch(state, run.plan(epoch), on_step)
-    totals = jax.device_get(totals)  # the epoch's only host sync
-    seconds = time.perf_counter() - start
-    if totals["first_bad_step"] >= 0 or not np.isfinite(totals["loss_sum"]):
-        raise TrainingDivergedError(int(totals["first_bad_step"]), epoch + 1)
-    return state, {
-        "epoch": epoch + 1,
-        "step": int(state.step),
-        "train_loss": float(totals["loss_sum"] / totals["count"]),
-        "train_accuracy": float(totals["correct"] / totals["count"]),
-        "images_per_second": run.num_train / seconds,
-        "epoch_seconds": seconds,
-    }
-
-
-def _evaluate_splits(run: _Run, state: TrainState) -> tuple[dict, rejection.Rule | None]:
-    """Validation (if held out) and test metrics, the one that selects runs/best, and the
-    "not a digit" rule fitted on the validation slice (None without one)."""
-    record, rule = {}, None
-    if run.val is not None:
-        val = evaluate(state.module, state.params, run.val)
-        record |= {"val_loss": val["loss"], "val_accuracy": val["accuracy"]}
-        rule = rejection.fit(val["statistics"], np.asarray(run.val[1]))
-    test = evaluate(state.module, state.params, run.test)
-    record |= {"test_loss": test["loss"], "test_accuracy": test["accuracy"]}
-    if rule is not None:
-        record["test_rejected"] = float(rule.rejects(test["statistics"]).mean())
-    return record, rule
-
-
-def _metadata(run: _Run, record: dict, rule: rejection.Rule | None) -> dict:
+def _metadata(config: TrainConfig, dataset: Dataset, record: dict, selection: str,
+              rule: rejection.Rule | None) -> dict:
     """What a checkpoint carries so that it restores and evaluates on its own."""
-    preset = models.get_preset(run.config.preset)
-    selection_split = "validation" if run.val is not None else "test"
+    preset = models.get_preset(config.preset)
     return {
         "preset": preset.name,
-        "dataset": run.dataset.name,
-        "class_names": list(run.dataset.class_names),
+        "dataset": dataset.name,
+        "class_names": list(dataset.class_names),
         "input_shape": list(preset.input_shape),
         "normalisation": {"mean": preset.mean, "std": preset.std, "fit": preset.fit},
         "epoch": record["epoch"],
         "step": record["step"],
-        "config": dataclasses.asdict(run.config),
-        "loop": run.config.loop,
+        "config": dataclasses.asdict(config),
+        "loop": config.loop,
         "metrics": record,
-        "selection_split": selection_split,
+        "selection_split": "validation" if selection == "val_accuracy" else "test",
         "rejection": rule.to_json() if rule is not None else None,
-        checkpoint.SELECTION_METRIC: record["val_accuracy" if run.val is not None
-                                            else "test_accuracy"],
+        checkpoint.SELECTION_METRIC: record[selection],
     }
 
 
-def _describe(run: _Run, compile_seconds: float) -> str:
-    c, val = run.config, run.val
-    return (f"{c.preset} on {run.dataset.name}: {run.num_train} train / "
-            f"{len(val[1]) if val is not None else 0} validation / {len(run.dataset.test)} "
-            f"test, batch {c.batch_size}, Adam {c.learning_rate:g} {c.schedule}"
+def _describe(config: TrainConfig, dataset: Dataset, sizes: tuple[int, int, int],
+              devices: int, compile_seconds: float) -> str:
+    c = config
+    return (f"{c.preset} on {dataset.name}: {sizes[0]} train / {sizes[1]} validation / "
+            f"{sizes[2]} test, batch {c.batch_size}, Adam {c.learning_rate:g} {c.schedule}"
             f"{f', weight decay {c.weight_decay:g}' if c.weight_decay else ''}"
             f"{', distortions' if c.augment else ''}{', flips' if c.flip else ''}, "
-            f"loop '{c.loop}' on "
-            f"{jax.default_backend()} x{run.mesh.size if run.mesh else 1}, compiled in "
+            f"loop '{c.loop}' on {jax.default_backend()} x{devices}, compiled in "
             f"{compile_seconds:.1f}s")
 
 
@@ -589,39 +433,95 @@ def _log_to_terminal(line: str) -> None:
 def train_and_evaluate(
     config: TrainConfig, dataset: Dataset, run_dir: Path, resume: bool = False,
     progress: bool = True, log: Callable[[str], None] = _log_to_terminal,
+    writes_the_run: bool = True,
 ) -> dict:
     """Train ``config.epochs`` epochs, checkpointing each; returns the last epoch's record.
     Resuming a run that already has ``config.epochs`` raises ``RunFinished``, having
-    written nothing."""
-    run = _set_up(config, dataset, Path(run_dir), log)
-    config = run.config
+    written nothing. ``writes_the_run``: this process writes the run's metrics, plots and
+    links (of several processes, only one; Orbax coordinates the checkpoints itself)."""
+    # Set up: the settings, the devices, the data on the device(s), the checkpoints.
+    config.validate()
+    run_dir = Path(run_dir)
+    mesh = make_mesh(config.devices, config.batch_size)
+    train, val = split_validation(dataset.train, config.val_size)
+    if config.limit_train:
+        train = train.take(slice(0, config.limit_train))
+    if val is None:
+        log("warning: with no validation slice, runs/best is selected on the test set (as "
+            "the tutorials do); its test accuracy is then an optimistic estimate")
+    train_data, test_data = to_device(train, mesh), to_device(dataset.test, mesh)
+    val_data = to_device(val, mesh) if val is not None else None
+    selection = "val_accuracy" if val is not None else "test_accuracy"
+    steps = steps_per_epoch(len(train), config.batch_size)
+
+    def plan(epoch: int) -> EpochPlan:
+        return plan_epoch(config.seed, epoch, len(train), config.batch_size, mesh)
+
+    # A fresh state, or with `resume` the latest checkpoint's.
+    checkpoints = checkpoint.RunCheckpoints(run_dir, writes_links=writes_the_run)
     with phase("init"):
-        state, start_epoch = _initial_state(run, resume, log)
+        state, start_epoch = create_train_state(config, steps), 0
+        if resume and checkpoints.latest_epoch() is not None:
+            saved = checkpoints.restore_latest()[2]
+            check_resumable(saved, config)
+            if saved["epoch"] >= config.epochs:
+                checkpoints.close()
+                raise RunFinished(run_dir, saved["epoch"], config.schedule)
+            params, opt_state, saved = checkpoints.restore_latest(
+                checkpoint.abstract_on_this_device(state.params),
+                checkpoint.abstract_on_this_device(state.opt_state))
+            state = state.replace(params=params, opt_state=opt_state, step=saved["step"])
+            start_epoch = saved["epoch"]
+            log(f"resuming {run_dir} after epoch {start_epoch}")
+        state = replicated(mesh, state)
     with phase("compile"):
-        run_epoch, compile_seconds = compile_epoch(config.loop, state, run.train,
-                                                   run.plan(start_epoch), config.distortions())
-    log(_describe(run, compile_seconds))
-    metrics_log = MetricsLog(run.run_dir, resume_epoch=start_epoch,
-                             write=distributed.writes_the_run())
-    steps = steps_per_epoch(run.num_train, config.batch_size)
+        run_epoch, compile_seconds = compile_epoch(config.loop, state, train_data,
+                                                   plan(start_epoch), config.distortions())
+    log(_describe(config, dataset, (len(train), len(val) if val else 0, len(dataset.test)),
+                  mesh.size if mesh else 1, compile_seconds))
+    metrics_log = MetricsLog(run_dir, resume_epoch=start_epoch, write=writes_the_run)
+    best = max((r[selection] for r in metrics_log.records), default=-np.inf)
     bar = tqdm(total=config.epochs * steps, initial=start_epoch * steps, unit="step",
                disable=not progress, leave=False, dynamic_ncols=True)
+
+    # Each epoch: train, evaluate, save, log.
     record: dict = {}
     try:
         for epoch in range(start_epoch, config.epochs):
             with phase("work"):
-                state, record = _train_epoch(run, run_epoch, state, epoch, bar.update)
-                scores, rule = _evaluate_splits(run, state)
-                record |= scores | {"compile_seconds": compile_seconds}
+                start = time.perf_counter()
+                state, totals = run_epoch(state, plan(epoch), bar.update)
+                totals = jax.device_get(totals)  # the epoch's only host sync
+                seconds = time.perf_counter() - start
+                if totals["first_bad_step"] >= 0 or not np.isfinite(totals["loss_sum"]):
+                    raise TrainingDivergedError(int(totals["first_bad_step"]), epoch + 1)
+                record = {
+                    "epoch": epoch + 1, "step": int(state.step),
+                    "train_loss": float(totals["loss_sum"] / totals["count"]),
+                    "train_accuracy": float(totals["correct"] / totals["count"]),
+                    "images_per_second": len(train) / seconds, "epoch_seconds": seconds,
+                }
+                for name, split in (("val", val_data), ("test", test_data)):
+                    if split is not None:
+                        scores = inference.evaluate(state.module, state.params, *split)
+                        record |= {f"{name}_loss": scores["loss"],
+                                   f"{name}_accuracy": scores["accuracy"]}
+                # The "not a digit" rule, fitted only for an epoch that becomes runs/best
+                # (Orbax names the latest of equals the best).
+                rule = None
+                if val_data is not None and record[selection] >= best:
+                    best = record[selection]
+                    rule, record["test_rejected"] = _fit_rule(state, val_data, test_data)
+                record["compile_seconds"] = compile_seconds
             with phase("save"):
-                run.checkpoints.save(epoch + 1, state.params, state.opt_state,
-                                     _metadata(run, record, rule))
+                checkpoints.save(epoch + 1, state.params, state.opt_state,
+                                 _metadata(config, dataset, record, selection, rule))
                 metrics_log.append(record)
-                checkpoint.point_workdir_best(run.run_dir.parent, run.run_dir)
+                checkpoint.point_workdir_best(run_dir.parent, run_dir, writes_the_run)
             log(_epoch_line(record, config.epochs))
     finally:
         bar.close()
         with phase("save"):
-            run.checkpoints.close()
+            checkpoints.close()
             metrics_log.close()
     return record

@@ -24,6 +24,7 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from lenet_jax import data, runtime  # noqa: E402
+from lenet_jax.config import recipe
 from lenet_jax.data import Dataset, Split  # noqa: E402
 
 # Every test and every CLI it starts share one compilation cache, new for each session,
@@ -140,7 +141,7 @@ def trained_original(mnist_sample, tmp_path_factory) -> Path:
     from lenet_jax import training
 
     def train(workdir: Path) -> None:
-        config = training.TrainConfig(preset="original", epochs=TRAINED_EPOCHS,
+        config = recipe("original", epochs=TRAINED_EPOCHS,
                                       val_size=SAMPLE_VAL)
         training.train_and_evaluate(config, mnist_sample, workdir / "original",
                                     progress=False, log=lambda _: None)
@@ -150,7 +151,7 @@ def trained_original(mnist_sample, tmp_path_factory) -> Path:
 
 def trained_flags(*more: str) -> list[str]:
     """train.py's flags of the run in ``trained_original`` (for resuming it)."""
-    return ["--variant", "original", "--epochs", str(TRAINED_EPOCHS), "--val-size",
+    return ["--preset", "original", "--epochs", str(TRAINED_EPOCHS), "--val-size",
             str(SAMPLE_VAL), *more]
 
 

@@ -312,7 +312,7 @@ def test_compilation_cache_is_on_by_default_and_can_be_moved_or_turned_off(monke
 def test_fashion_mnist_trains_and_evaluates_with_its_class_names(tmp_path):
     """The documented command on the real Fashion-MNIST (one short epoch), then
     evaluate.py's tables and heatmap name the classes."""
-    trained = run_cli("train.py", "--dataset", "fashion_mnist", "--variant",
+    trained = run_cli("train.py", "--dataset", "fashion_mnist", "--preset",
                       "sigmoid_maxpool_28", "--epochs", "1", "--limit-train", "8192",
                       "--lr", "3e-3", "--workdir", str(tmp_path), "--no-progress")
     assert trained.returncode == 0, trained.stderr

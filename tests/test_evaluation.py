@@ -8,7 +8,7 @@ import reference
 from conftest import png_header_only, run_cli
 from PIL import Image
 
-from lenet_jax import evaluation, models
+from lenet_jax import evaluation, inference, models
 
 NAMES = tuple("0123456789")
 
@@ -139,12 +139,12 @@ def test_a_few_pictures_get_each_its_own_probabilities(trained_original, held_ou
     reference gives each; one alone gets the same as in company."""
     predictor = evaluation.Predictor.load(trained_original / "best")
     images = held_out_digits.images[:3]
-    probabilities, _ = evaluation.predict_images(predictor.module, predictor.params, images)
+    probabilities, _ = inference.predict_images(predictor.module, predictor.params, images)
     reference.use_codes(models.rbf_codes())
     expected = reference.softmax(reference.forward(jax.device_get(predictor.params), images,
                                                    "original")["logits"])
     np.testing.assert_allclose(probabilities, expected, atol=1e-4)
-    alone, _ = evaluation.predict_images(predictor.module, predictor.params, images[1:2])
+    alone, _ = inference.predict_images(predictor.module, predictor.params, images[1:2])
     np.testing.assert_allclose(alone[0], probabilities[1], atol=1e-6)
 
 

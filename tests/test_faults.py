@@ -20,6 +20,7 @@ from conftest import ROOT, run_cli, run_main, trained_flags, tree_digest
 from PIL import Image
 
 from lenet_jax import checkpoint, data, training
+from lenet_jax.config import recipe
 from lenet_jax.reporting import read_metrics
 
 
@@ -37,7 +38,7 @@ def _train_main(capsys, *argv):
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--variant", "lenet7"], "unknown --variant 'lenet7'; valid presets: original,"),
+        (["--preset", "lenet7"], "unknown --preset 'lenet7'; valid presets: original,"),
         (["--epochs", "0"], "--epochs must be positive, got 0"),
         (["--batch-size", "0"], "--batch-size must be in [1, 55000]"),
         (["--batch-size", "60000"], "--batch-size must be in [1, 55000] (the training set)"),
@@ -147,7 +148,7 @@ def test_divergence_after_a_good_epoch_names_the_step_and_keeps_that_epoch(tiny_
     the run, naming the step; epoch 1's checkpoint and metrics are left as they were."""
     quiet = {"progress": False, "log": lambda _: None}
     run = tmp_path / "run"
-    config = training.TrainConfig(preset="relu_avgpool_pad2", epochs=1, val_size=104)
+    config = recipe("relu_avgpool_pad2", epochs=1, val_size=104)
     training.train_and_evaluate(config, tiny_dataset, run, **quiet)
     saved = tree_digest(run / "checkpoints")
     labels = tiny_dataset.train.labels.copy()
@@ -165,7 +166,7 @@ def test_divergence_after_a_good_epoch_names_the_step_and_keeps_that_epoch(tiny_
 
 # --- crash safety and checkpoint faults, through the CLIs on a slice of the real MNIST ---
 
-QUICK = ["--variant", "relu_avgpool_pad2_dropout", "--epochs", "3", "--limit-train", "12000",
+QUICK = ["--preset", "relu_avgpool_pad2_dropout", "--epochs", "3", "--limit-train", "12000",
          "--val-size", "1000", "--augment", "--seed", "3", "--no-progress"]
 
 
@@ -240,7 +241,7 @@ def test_second_trainer_is_refused_and_a_killed_ones_lock_is_taken_over(tmp_path
     """Two real train.py processes on one run directory: the second refuses at once,
     naming the first, which trains on unharmed; after kill -9, --resume takes over."""
     workdir = tmp_path / "runs"
-    flags = ["--variant", "relu_maxpool", "--limit-train", "2000", "--val-size", "500",
+    flags = ["--preset", "relu_maxpool", "--limit-train", "2000", "--val-size", "500",
              "--no-progress", "--workdir", str(workdir)]
     first = subprocess.Popen([sys.executable, "train.py", *flags, "--epochs", "1000"],
                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -267,9 +268,9 @@ def test_resuming_another_presets_run_is_refused_and_untouched(trained_original)
     run_dir = trained_original / "original"
     before = tree_digest(run_dir)
     flags = trained_flags("--workdir", str(trained_original), "--name", "original", "--resume")
-    result = run_cli("train.py", *flags, "--variant", "relu_maxpool")
+    result = run_cli("train.py", *flags, "--preset", "relu_maxpool")
     line = _one_error_line(result)
-    assert "cannot resume: the run was trained with variant='original'" in line
+    assert "cannot resume: the run was trained with preset='original'" in line
     assert tree_digest(run_dir) == before
 
 
@@ -317,7 +318,7 @@ def test_evaluate_never_writes_into_a_checkpoint(trained_original, tmp_path, cap
 
 
 def test_cli_divergence_names_the_step_exit_3(tmp_path, capsys):
-    result = _train_main(capsys, "--variant", "relu_avgpool_pad2", "--lr", "1e6", "--epochs", "1",
+    result = _train_main(capsys, "--preset", "relu_avgpool_pad2", "--lr", "1e6", "--epochs", "1",
                          "--limit-train", "2000", "--workdir", str(tmp_path), "--no-progress")
     assert result.returncode == 3, result.stderr
     errors = [x for x in result.stderr.splitlines() if x.startswith("train.py: error:")]
@@ -342,8 +343,8 @@ def test_runs_best_left_pointing_at_a_deleted_run_is_one_line(trained_original, 
     shutil.copytree(trained_original, workdir, symlinks=True)
     shutil.rmtree(workdir / "original")  # runs/best -> original/best, now gone
     for script, argv in [("evaluate", ["--ckpt", str(workdir / "best")]),
-                         ("lenet_jax.export", ["--ckpt", str(workdir / "best"), "--out",
-                                               str(tmp_path / "model")])]:
+                         ("lenet_jax.cli.export", ["--ckpt", str(workdir / "best"), "--out",
+                                                   str(tmp_path / "model")])]:
         line = _one_error_line(run_main(script, capsys, *argv), "")
         assert line.endswith(f"checkpoint path {workdir / 'best'} links to original/best, "
                              "which no longer exists (was its run deleted?)"), line
@@ -368,7 +369,7 @@ def test_a_full_disk_ends_in_one_line_and_earlier_epochs_restore(tmp_path):
     """train.py on a 3 MB tmpfs: the checkpoints fill it within a few epochs. The run
     ends with one line and exit 4, every epoch saved before restores, and a resume with
     room again goes on from there."""
-    flags = ["--variant", "relu_maxpool", "--limit-train", "1000", "--val-size", "500",
+    flags = ["--preset", "relu_maxpool", "--limit-train", "1000", "--val-size", "500",
              "--epochs", "8", "--no-progress"]
     with _mounted("-t", "tmpfs", "-o", "size=3m", "tmpfs", target=tmp_path / "small") as disk:
         result = run_cli("train.py", *flags, "--workdir", str(disk / "runs"))
@@ -411,7 +412,7 @@ def test_a_read_only_workdir_refuses_writes_in_one_line_and_still_serves_reads(
 @pytest.mark.slow
 def test_ctrl_c_mid_run_is_exit_130_with_how_to_resume(tmp_path):
     workdir = tmp_path / "runs"
-    command = [sys.executable, "train.py", "--variant", "relu_maxpool", "--limit-train", "2000",
+    command = [sys.executable, "train.py", "--preset", "relu_maxpool", "--limit-train", "2000",
                "--val-size", "500", "--epochs", "1000", "--no-progress", "--workdir",
                str(workdir)]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE,

@@ -90,7 +90,7 @@ def _outcome(main, argv: list[str], capsys, prog: str) -> int:
 
 
 TRAIN_FLAGS = {
-    "--variant": _choices("original", "relu_maxpool", "relu_avgpool_pad2_dropout"),
+    "--preset": _choices("original", "relu_maxpool", "relu_avgpool_pad2_dropout"),
     "--dataset": _choices("mnist", "fashion_mnist"), "--epochs": NUMBERS,
     "--batch-size": NUMBERS, "--lr": NUMBERS, "--schedule": _choices("constant", "cosine"),
     "--warmup-epochs": NUMBERS, "--seed": NUMBERS, "--val-size": NUMBERS,
@@ -165,6 +165,7 @@ EXPORT_FLAGS = {"--ckpt": st.one_of(PLACES, ARGV_TEXT), "--out": st.one_of(PLACE
 @_budget(50, 600)
 def test_export_flags_give_success_or_one_line(examples, tmp_path, capsys, monkeypatch):
     from lenet_jax import export
+    from lenet_jax.cli import export as export_cli
 
     _enter_places(tmp_path, monkeypatch)
 
@@ -173,7 +174,7 @@ def test_export_flags_give_success_or_one_line(examples, tmp_path, capsys, monke
     def check(argv):
         with mock.patch.object(export, "export_model", return_value=tmp_path / "lenet.jax"), \
              mock.patch.object(export, "export_savedmodel", return_value=tmp_path / "sm"):
-            _outcome(export.main, argv, capsys, "lenet_jax.export")
+            _outcome(export_cli.main, argv, capsys, "lenet_jax.export")
 
     check()
 
@@ -295,7 +296,8 @@ def test_damaged_checkpoints_are_one_line_and_left_as_they_were(
     leave every byte of the run directory as it was."""
     import evaluate
     import train
-    from lenet_jax import export, training
+    from lenet_jax import training
+    from lenet_jax.cli import export
 
     workdir = tmp_path_factory.mktemp("damaged")
     shutil.copytree(trained_original, workdir / "runs", symlinks=True)

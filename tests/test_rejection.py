@@ -10,7 +10,7 @@ import pytest
 from conftest import run_main
 from PIL import Image
 
-from lenet_jax import checkpoint, evaluation, models, rejection, training
+from lenet_jax import checkpoint, evaluation, inference, models, rejection
 
 
 def _two_gaussians(n=4000, dims=6, seed=0):
@@ -58,7 +58,7 @@ def test_map_statistics_are_each_maps_mean_and_std(trained_original, tiny_datase
     params, _ = checkpoint.restore_for_inference(trained_original / "best")
     module, _ = models.create_model("original")
     images = tiny_dataset.test.images[:5]
-    _, statistics = training.predict(module, params, images)
+    _, statistics = inference.predict_with_statistics(module, params, images)
     x = models.preprocess(images, module.preset)
     _, kept = module.apply({"params": params}, x, mutable=["maps"])
     c3 = np.asarray(kept["maps"]["layers"]["C3"])
@@ -75,11 +75,12 @@ def test_training_saves_the_rule_fitted_on_the_validation_slice(trained_original
     rejection."""
     predictor = evaluation.Predictor.load(trained_original / "best")
     val = mnist_sample.train.take(slice(-1500, None))
-    _, val_statistics = training.predict(predictor.module, predictor.params, val.images)
+    _, val_statistics = inference.predict_with_statistics(predictor.module, predictor.params,
+                                                          val.images)
     refit = rejection.fit(val_statistics, val.labels)
     np.testing.assert_allclose(predictor.rule.means, refit.means, rtol=1e-5, atol=1e-6)
     assert predictor.rule.threshold == pytest.approx(refit.threshold, rel=1e-3)
-    _, test_statistics = training.predict(predictor.module, predictor.params,
+    _, test_statistics = inference.predict_with_statistics(predictor.module, predictor.params,
                                           mnist_sample.test.images)
     logged = predictor.metadata["metrics"]["test_rejected"]
     assert logged == pytest.approx(predictor.rule.rejects(test_statistics).mean(), abs=1e-9)

