@@ -128,8 +128,8 @@ def setup_flax_example(preset: str, train: data.Split, test: data.Split, steps: 
                        batch: int, textbook_model: bool = False) -> Contender:
     """Flax's examples/mnist/train.py loop, with this project's model for the preset or,
     with ``textbook_model``, the preset written as that example writes its CNN."""
-    # The module our training uses (custom_grad), so that the loop alone differs.
-    module = models.LeNet(models.get_preset(preset), custom_grad=True)
+    # The module our training uses, so that the loop alone differs.
+    module = models.LeNet(models.get_preset(preset))
     name = "Flax example loop, this project's model"
     if textbook_model:
         module = FlaxExampleLeNet(module.preset)

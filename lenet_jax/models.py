@@ -238,14 +238,13 @@ class Conv(nn.Module):
     padding: int = 0
     kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
     bias_init: nn.initializers.Initializer = nn.initializers.zeros
-    custom_grad: bool = False  # see ops.conv2d
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         k = self.kernel_size
         kernel = self.param("kernel", self.kernel_init, (k, k, ops.num_maps(x), self.features))
         bias = self.param("bias", self.bias_init, (self.features,))
-        return ops.conv2d(ops.pad(x, self.padding), kernel, self.custom_grad) + ops.per_map(bias)
+        return ops.conv2d(ops.pad(x, self.padding), kernel) + ops.per_map(bias)
 
 
 class Subsample(nn.Module):
@@ -281,7 +280,6 @@ class PartialConv(nn.Module):
     in_maps: int
     kernel: int = 5
     paper_init: bool = False
-    custom_grad: bool = False  # see ops.conv2d
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -299,7 +297,7 @@ class PartialConv(nn.Module):
         bias = self.param("bias", bias_init, (len(self.table),))
         full_kernel = jnp.zeros((k, k, self.in_maps, len(self.table)), x.dtype)
         full_kernel = full_kernel.at[:, :, in_index, out_index].set(weights)
-        return ops.conv2d(x, full_kernel, self.custom_grad) + ops.per_map(bias)
+        return ops.conv2d(x, full_kernel) + ops.per_map(bias)
 
 
 class RBFOutput(nn.Module):
@@ -321,13 +319,9 @@ class RBFOutput(nn.Module):
 
 class LeNet(nn.Module):
     """A LeNet-5 variant; ``__call__`` maps (N, S, S, 1) preprocessed images to (N, 10) logits.
-
-    ``custom_grad`` selects the convolutions' hand-written gradient (training on CPU);
-    the default model supports every JAX transformation (see ``ops.conv2d``).
-    """
+    One module trains and predicts, and every JAX transformation works on it."""
 
     preset: Preset
-    custom_grad: bool = False
 
     @nn.compact
     def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
@@ -344,8 +338,7 @@ class LeNet(nn.Module):
             return {"kernel_init": paper_uniform(fan_in), "bias_init": paper_uniform(fan_in)}
 
         def conv(features: int, fan_in: int, name: str, padding: int = 0) -> Conv:
-            return Conv(features, padding=padding, custom_grad=self.custom_grad, name=name,
-                        **init(fan_in))
+            return Conv(features, padding=padding, name=name, **init(fan_in))
 
         def dense(features: int, fan_in: int, name: str) -> nn.Dense:
             return nn.Dense(features, name=name, precision=ops.MATMUL_PRECISION, **init(fan_in))
@@ -353,8 +346,7 @@ class LeNet(nn.Module):
         x = self.show("C1", act(conv(6, 25, "C1", p.c1_padding)(ops.to_maps(images))))
         x = self.show("S2", pool_act(Subsample(p.pool, paper, name="S2")(x)))
         if p.c3 == "paper_table":
-            c3 = PartialConv(C3_TABLE, in_maps=6, paper_init=paper, custom_grad=self.custom_grad,
-                             name="C3")
+            c3 = PartialConv(C3_TABLE, in_maps=6, paper_init=paper, name="C3")
         else:
             c3 = conv(16, 6 * 25, "C3")
         x = self.show("C3", act(c3(x)))

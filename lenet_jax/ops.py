@@ -5,7 +5,7 @@ Feature maps are channel-major, (C, H, W, N), batch innermost: on XLA:CPU every
 activation, pooling window and im2col copy is then a run of whole batch rows that
 vectorises, and each convolution is one matrix product. Parameters keep Flax's shapes
 (HWIO kernels), so checkpoints do not depend on the layout. Why, with the measurements
-(layout, im2col, hand-written gradient): ``benchmarks/RESULTS.md``.
+(layout, im2col, and the hand-written gradient tried and dropped): ``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations
@@ -69,13 +69,12 @@ def matmul(a: jax.Array, b: jax.Array) -> jax.Array:
     return jnp.matmul(a, b, precision=MATMUL_PRECISION)
 
 
-def conv2d(x: jax.Array, kernel: jax.Array, custom_grad: bool = False) -> jax.Array:
+def conv2d(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """VALID, stride-1 convolution of maps ``x`` with an HWIO kernel.
 
     - A kernel that covers the whole input (C5 on 5x5 maps) is a dense layer: a matmul.
     - On XLA:CPU, im2col and one matrix product (XLA:CPU's own convolutions run at a
-      fraction of its matmul speed). ``custom_grad`` takes the hand-written gradient,
-      faster for training but reverse-mode only; without it every JAX transformation
+      fraction of its matmul speed); autodiff's gradient, so every JAX transformation
       (jvp, jacfwd, vmap, grad, linearize) works.
     - Elsewhere (GPU), XLA's convolution, which picks the cuDNN layout itself.
 
@@ -90,12 +89,7 @@ def conv2d(x: jax.Array, kernel: jax.Array, custom_grad: bool = False) -> jax.Ar
     if x.shape[1:3] == (k, k):
         flat = x.transpose(1, 2, 0, 3).reshape(k * k * cin, x.shape[3])  # rows (i, j, c)
         return matmul(kernel.reshape(-1, cout).T, flat).reshape(cout, 1, 1, x.shape[3])
-    im2col = _im2col_conv_custom_grad if custom_grad else _im2col_conv_autodiff
-    return jax.lax.platform_dependent(x, kernel, cpu=im2col, default=xla_conv)
-
-
-def _im2col_conv_autodiff(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    return _im2col_conv(x, kernel)[0]
+    return jax.lax.platform_dependent(x, kernel, cpu=_im2col_conv, default=xla_conv)
 
 
 def xla_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -114,45 +108,11 @@ def _windows(x: jax.Array, k: int) -> jax.Array:
     return jnp.stack([columns[:, :, i:i + ho] for i in range(k)]).reshape(k * k, c, ho, wo, n)
 
 
-def _overlap_add(dwindows: jax.Array, shape: tuple[int, ...], k: int) -> jax.Array:
-    """The transpose of ``_windows``: each offset's gradient added back in place
-    (autodiff's sum of k*k padded copies is recomputed per use on XLA:CPU)."""
-    _, h, w, _ = shape
-    ho, wo = h - k + 1, w - k + 1
-    dx = jnp.zeros(shape, dwindows.dtype)
-    for i in range(k):
-        for j in range(k):
-            dx = dx.at[:, i:i + ho, j:j + wo, :].add(dwindows[i * k + j])
-    return dx
-
-
-def _im2col_conv(x: jax.Array, kernel: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(output maps, the im2col matrix (k*k*C, H'*W'*N), rows ordered like HWIO)."""
+def _im2col_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """The convolution as one product with the im2col matrix (k*k*C, H'*W'*N), its rows
+    ordered like the HWIO kernel's."""
     k, _, cin, cout = kernel.shape
     _, h, w, n = x.shape
     patches = _windows(x, k).reshape(k * k * cin, -1)
     y = matmul(kernel.reshape(-1, cout).T, patches)
-    return y.reshape(cout, h - k + 1, w - k + 1, n), patches
-
-
-@jax.custom_vjp
-def _im2col_conv_custom_grad(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    return _im2col_conv(x, kernel)[0]
-
-
-def _custom_grad_fwd(x, kernel):
-    # The patches are kept for the kernel's gradient (cheaper than rebuilding them).
-    y, patches = _im2col_conv(x, kernel)
-    return y, (x, kernel, patches)
-
-
-def _custom_grad_bwd(residuals, dy):
-    x, kernel, patches = residuals
-    k, _, cin, cout = kernel.shape
-    dy_rows = dy.reshape(cout, -1)
-    dkernel = matmul(patches, dy_rows.T).reshape(kernel.shape)
-    dwindows = matmul(kernel.reshape(-1, cout), dy_rows).reshape(k * k, cin, *dy.shape[1:])
-    return _overlap_add(dwindows, x.shape, k), dkernel
-
-
-_im2col_conv_custom_grad.defvjp(_custom_grad_fwd, _custom_grad_bwd)
+    return y.reshape(cout, h - k + 1, w - k + 1, n)

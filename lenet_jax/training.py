@@ -113,17 +113,11 @@ def _adam(learning_rate: float, weight_decay: float = 0.0, cosine_steps: int = 0
     return optax.chain(optax.add_decayed_weights(weight_decay), adam)
 
 
-@functools.cache
-def training_module(preset: str) -> models.LeNet:
-    """The model training uses: the convolutions' hand-written gradient (``ops.conv2d``)."""
-    return models.LeNet(models.get_preset(preset), custom_grad=True)
-
-
 def create_train_state(config: TrainConfig, num_steps_per_epoch: int) -> TrainState:
     """Fresh parameters (``models.init_params``'s, from ``config.seed``) and optimiser
     state, in compiled calls."""
-    module = training_module(config.preset)
-    params = models.init_params(models.LeNet(module.preset), _init_key(config.seed))
+    module = models.LeNet(models.get_preset(config.preset))
+    params = models.init_params(module, _init_key(config.seed))
     return _with_optimizer(module, make_optimizer(config, num_steps_per_epoch), params)
 
 
