@@ -5,7 +5,7 @@ import json
 import sys
 
 import pytest
-from conftest import BLOCK_TENSORFLOW, ROOT, run_cli
+from helpers import BLOCK_TENSORFLOW, ROOT, run_cli
 
 SCRIPT = str(ROOT / "benchmarks" / "train_throughput.py")
 

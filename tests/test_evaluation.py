@@ -5,10 +5,10 @@ import jax
 import numpy as np
 import pytest
 import reference
-from conftest import png_header_only, run_cli
+from helpers import png_header_only, run_cli
 from PIL import Image
 
-from lenet_jax import evaluation, inference, models
+from lenet_jax import evaluation, models
 
 NAMES = tuple("0123456789")
 
@@ -134,20 +134,6 @@ def test_evaluation_reproduces_the_logged_accuracy(trained_original, mnist_sampl
     assert agree >= 0.998, agree  # float32 against float64: a near tie may differ
 
 
-def test_a_few_pictures_get_each_its_own_probabilities(trained_original, held_out_digits):
-    """3 pictures (padded to 4 for one compiled call) get the probabilities the NumPy
-    reference gives each; one alone gets the same as in company."""
-    predictor = evaluation.Predictor.load(trained_original / "best")
-    images = held_out_digits.images[:3]
-    probabilities, _ = inference.predict_images(predictor.module, predictor.params, images)
-    reference.use_codes(models.rbf_codes())
-    expected = reference.softmax(reference.forward(jax.device_get(predictor.params), images,
-                                                   "original")["logits"])
-    np.testing.assert_allclose(probabilities, expected, atol=1e-4)
-    alone, _ = inference.predict_images(predictor.module, predictor.params, images[1:2])
-    np.testing.assert_allclose(alone[0], probabilities[1], atol=1e-6)
-
-
 def test_non_digit_shares_count_what_the_rule_refuses(trained_original):
     """With a rule that refuses everything every share is 1; with one that refuses
     nothing, a share is that kind's pictures the reader finds blank; with the real rule,
@@ -218,41 +204,13 @@ def test_cli_predicts_a_folder_in_one_batch_as_json_and_explains_each(trained_or
     assert Image.open(figures[0]).size == (960, 880)
 
 
-def test_explain_panels_are_what_the_numpy_reference_computes(trained_original,
-                                                              held_out_digits):
-    """Every panel against tests/reference.py: the preprocessed input, each layer's maps,
-    F6 as the paper's 7x12 picture beside the nearest RBF code, the probabilities."""
-    from lenet_jax import checkpoint, explain
-
-    params, _ = checkpoint.restore_for_inference(trained_original / "best")
-    module, _ = models.create_model("original")
-    image = held_out_digits.images[3]
-    drawn = explain.panels(module, params, image)
-    reference.use_codes(models.rbf_codes())
-    expected = reference.forward(jax.device_get(params), image[None], "original")
-    closest = int(np.argmin(expected["squared_distance"][0]))
-    assert {name: panel.shape for name, panel in drawn.items()} == {
-        "input": (32, 32), "C1": (28, 28, 6), "S2": (14, 14, 6), "C3": (10, 10, 16),
-        "S4": (5, 5, 16), "F6": (12, 7), f"closest RBF code: {closest}": (12, 7),
-        "probabilities": (10,)}
-    np.testing.assert_allclose(drawn["input"], expected["input"][0], atol=1e-5)
-    for layer in ("C1", "S2", "C3", "S4"):
-        np.testing.assert_allclose(drawn[layer], expected[layer][0], atol=2e-4, err_msg=layer)
-    np.testing.assert_allclose(drawn["F6"].ravel(), expected["F6"][0], atol=2e-4)
-    code = "".join("#" if v > 0 else "." for v in drawn[f"closest RBF code: {closest}"].ravel())
-    if closest in reference.RBF_ROWS:
-        assert code == reference.RBF_ROWS[closest]
-    np.testing.assert_allclose(drawn["probabilities"],
-                               reference.softmax(expected["logits"][0]), atol=1e-5)
-
-
 def test_cli_reports_the_split_asked_for_and_refuses_other_classes(trained_original,
                                                                   mnist_sample, tmp_path,
                                                                   capsys, monkeypatch):
     """evaluate.py --split train reports on the 3,500 training images, the default on the
     1,000 test ones (the data set is the real sample, handed in for data.load); a data set
     whose classes are not the checkpoint's is one line and exit 2."""
-    from conftest import run_main
+    from helpers import run_main
 
     from lenet_jax import data
 

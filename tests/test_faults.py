@@ -16,7 +16,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from conftest import ROOT, run_cli, run_main, trained_flags, tree_digest
+from helpers import ROOT, run_cli, run_main, trained_flags, tree_digest
 from PIL import Image
 
 from lenet_jax import checkpoint, data, training

@@ -5,7 +5,7 @@ import ast
 import re
 
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 
 PACKAGE = ROOT / "lenet_jax"
 # What each library module may import from the package: the layers below it. The

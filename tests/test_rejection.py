@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import run_main
+from helpers import run_main
 from PIL import Image
 
 from lenet_jax import checkpoint, evaluation, inference, models, rejection

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 import reference
-from conftest import ROOT, run_cli, serving
+from helpers import ROOT, run_cli, serving
 from PIL import Image
 
 from lenet_jax import evaluation, explain

