@@ -86,15 +86,23 @@ def predict_images(module: models.LeNet, params: Any, images: np.ndarray,
     return np.asarray(jax.nn.softmax(logits[:len(images)], axis=-1)), kept
 
 
-def evaluate(module: models.LeNet, params: Any, images: Any, labels: Any) -> dict[str, float]:
-    """Mean cross-entropy and accuracy over a whole split, in one compiled call."""
-    loss, accuracy = _evaluation(module, params, jnp.asarray(images), jnp.asarray(labels))
-    return {"loss": float(loss), "accuracy": float(accuracy)}
+def evaluate(module: models.LeNet, params: Any, images: Any, labels: Any,
+             statistics: bool = False) -> dict[str, Any]:
+    """Mean cross-entropy and accuracy over a whole split, in one compiled call; with
+    ``statistics``, also each image's map statistics (for the rejection rule), from the
+    same pass."""
+    loss, accuracy, kept = _evaluation(module, params, jnp.asarray(images),
+                                       jnp.asarray(labels), statistics)
+    scores = {"loss": float(loss), "accuracy": float(accuracy)}
+    return scores | ({"statistics": np.asarray(kept)} if statistics else {})
 
 
-@functools.partial(jax.jit, static_argnames="module")
-def _evaluation(module: models.LeNet, params: Any, images: jax.Array,
-                labels: jax.Array) -> tuple[jax.Array, jax.Array]:
-    logits = predict_logits(module, params, images)
+@functools.partial(jax.jit, static_argnames=("module", "statistics"))
+def _evaluation(module: models.LeNet, params: Any, images: jax.Array, labels: jax.Array,
+                statistics: bool) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+    if statistics:
+        logits, kept = predict_with_statistics(module, params, images)
+    else:
+        logits, kept = predict_logits(module, params, images), None
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-    return loss, jnp.mean(jnp.argmax(logits, -1) == labels)
+    return loss, jnp.mean(jnp.argmax(logits, -1) == labels), kept

@@ -370,16 +370,6 @@ def check_resumable(saved: dict, config: TrainConfig) -> None:
             raise ResumeMismatchError(field, saved_value, getattr(config, field))
 
 
-def _fit_rule(state: TrainState, val: tuple[jax.Array, jax.Array],
-              test: tuple[jax.Array, jax.Array]) -> tuple[rejection.Rule, float]:
-    """The "not a digit" rule fitted on the validation digits, and the share of the test
-    digits it rejects."""
-    _, val_statistics = inference.predict_with_statistics(state.module, state.params, val[0])
-    rule = rejection.fit(np.asarray(val_statistics), np.asarray(val[1]))
-    _, test_statistics = inference.predict_with_statistics(state.module, state.params, test[0])
-    return rule, float(rule.rejects(np.asarray(test_statistics)).mean())
-
-
 def _metadata(config: TrainConfig, dataset: Dataset, record: dict, selection: str,
               rule: rejection.Rule | None) -> dict:
     """What a checkpoint carries so that it restores and evaluates on its own."""
@@ -495,17 +485,22 @@ def train_and_evaluate(
                     "train_accuracy": float(totals["correct"] / totals["count"]),
                     "images_per_second": len(train) / seconds, "epoch_seconds": seconds,
                 }
-                for name, split in (("val", val_data), ("test", test_data)):
-                    if split is not None:
-                        scores = inference.evaluate(state.module, state.params, *split)
-                        record |= {f"{name}_loss": scores["loss"],
-                                   f"{name}_accuracy": scores["accuracy"]}
-                # The "not a digit" rule, fitted only for an epoch that becomes runs/best
-                # (Orbax names the latest of equals the best).
+                # The map statistics of the "not a digit" rule come from the same pass.
+                scores = {name: inference.evaluate(state.module, state.params, *split,
+                                                   statistics=val_data is not None)
+                          for name, split in (("val", val_data), ("test", test_data))
+                          if split is not None}
+                for name, split_scores in scores.items():
+                    record |= {f"{name}_loss": split_scores["loss"],
+                               f"{name}_accuracy": split_scores["accuracy"]}
+                # The rule, fitted only for an epoch that becomes runs/best (Orbax names
+                # the latest of equals the best).
                 rule = None
                 if val_data is not None and record[selection] >= best:
                     best = record[selection]
-                    rule, record["test_rejected"] = _fit_rule(state, val_data, test_data)
+                    rule = rejection.fit(scores["val"]["statistics"], np.asarray(val_data[1]))
+                    record["test_rejected"] = float(
+                        rule.rejects(scores["test"]["statistics"]).mean())
                 record["compile_seconds"] = compile_seconds
             with phase("save"):
                 checkpoints.save(epoch + 1, state.params, state.opt_state,

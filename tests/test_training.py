@@ -397,8 +397,7 @@ def test_ten_epochs_of_original_reach_the_papers_accuracy_and_reject_non_digits(
 
 def test_a_run_compiles_each_program_once_and_nothing_per_epoch(tiny_dataset, tmp_path):
     """Every XLA program a 3-epoch run asks for (persistent-cache hits included): set-up
-    compiles seven, the first fit of the "not a digit" rule two, the later epochs none. An
-    eager op or a recompile in the loop breaks it."""
+    compiles seven, the epochs none. An eager op or a recompile in the loop breaks it."""
     import collections
     import logging
 
@@ -423,5 +422,4 @@ def test_a_run_compiles_each_program_once_and_nothing_per_epoch(tiny_dataset, tm
         "jit(_init_key)": 1, "jit(_init_params)": 1, "jit(_with_optimizer)": 1,
         "jit(_plan)": 1, "jit(train_epoch_scan)": 1,
         "jit(_evaluation)": 2,  # validation and test: two shapes
-        "jit(predict_with_statistics)": 2,  # the rule's fit: validation and test
     }, requested
