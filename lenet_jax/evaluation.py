@@ -105,7 +105,8 @@ def run(module: models.LeNet, params, images: np.ndarray, labels: np.ndarray,
                                                                batch_size)
         rejected = rule.rejects(np.asarray(statistics))
     probabilities = np.asarray(jax.nn.softmax(logits, axis=-1))
-    non_digits = non_digit_rejection(module, params, rule) if rule and non_digits else None
+    non_digits = (non_digit_rejection(module, params, rule)
+                  if rule is not None and non_digits else None)
     return Report(tuple(class_names), np.asarray(labels), probabilities.argmax(-1),
                   probabilities, rejected, non_digits)
 

@@ -208,8 +208,9 @@ def test_cli_reports_the_split_asked_for_and_refuses_other_classes(trained_origi
                                                                   mnist_sample, tmp_path,
                                                                   capsys, monkeypatch):
     """evaluate.py --split train reports on the 3,500 training images, the default on the
-    1,000 test ones (the data set is the real sample, handed in for data.load); a data set
-    whose classes are not the checkpoint's is one line and exit 2."""
+    1,000 test ones (the data set is the real sample, handed in for data.load), and on the
+    generated non-digits only with --non-digits; a data set whose classes are not the
+    checkpoint's is one line and exit 2."""
     from helpers import run_main
 
     from lenet_jax import data
@@ -217,12 +218,17 @@ def test_cli_reports_the_split_asked_for_and_refuses_other_classes(trained_origi
     loaded = []
     monkeypatch.setattr(data, "load", lambda name, data_dir=None: loaded.append(name) or dataset)
     dataset = mnist_sample
-    for split, size in (("train", 3500), ("test", 1000)):
+    for split, size, more in (("train", 3500, []), ("test", 1000, ["--non-digits"])):
         result = run_main("evaluate", capsys, "--ckpt", str(trained_original / "best"),
-                          "--split", split, "--out", str(tmp_path / split), "--json")
+                          "--split", split, "--out", str(tmp_path / split), "--json", *more)
         assert result.returncode == 0, result.stderr
         report = json.loads(result.stdout)
         assert report["examples"] == size
+        # The non-digit report only when asked (the fixture's rule refuses most of them).
+        if more:
+            assert report["non_digits_rejected"]["all"] >= 0.85
+        else:
+            assert report["non_digits_rejected"] is None
         labels = getattr(mnist_sample, split).labels
         assert [row["support"] for row in report["per_class"]] == np.bincount(
             labels, minlength=10).tolist()
