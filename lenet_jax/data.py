@@ -34,6 +34,7 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 DATASETS = ("mnist", "fashion_mnist")
 TFDS_VERSIONS = {"mnist": "3.0.1", "fashion_mnist": "3.0.1"}
 SPLIT_SIZES = {"train": 60_000, "test": 10_000}
+IMAGE_SHAPE = (28, 28, 1)  # every supported data set's images
 
 # sha256 of the uint8 arrays tfds.load('mnist', batch_size=-1) returns, in its order.
 MNIST_DIGESTS = {
@@ -264,11 +265,11 @@ def verify_dataset(dataset: Dataset, data_dir: Path | None = None, remedy: str =
     where = f"delete {data_dir / dataset.name} and run again to rebuild it" if data_dir else remedy
     for split_name in ("train", "test"):
         split: Split = getattr(dataset, split_name)
-        if len(split) != SPLIT_SIZES[split_name] or split.images.shape[1:] != (28, 28, 1):
+        if len(split) != SPLIT_SIZES[split_name] or split.images.shape[1:] != IMAGE_SHAPE:
             raise DataError(
                 f"{dataset.name} {split_name} has {len(split)} images of shape "
                 f"{split.images.shape[1:]}, expected {SPLIT_SIZES[split_name]} of "
-                f"(28, 28, 1); {where}"
+                f"{IMAGE_SHAPE}; {where}"
             )
         counts = tuple(np.bincount(split.labels, minlength=10).tolist())
         if counts != CLASS_COUNTS[dataset.name][split_name]:
@@ -347,7 +348,7 @@ def build_fashion_mnist_offline(data_dir: Path, idx_dir: Path | None = None) -> 
             f"fashion_mnist is not prepared, there is no network to download it, and its "
             f"files are not in {idx_dir}: apt-get install {FASHION_MNIST_PACKAGE} (or set "
             "LENET_JAX_FASHION_MNIST_DIR to a folder with its four .gz files)")
-    train, test = (Split(read_idx(idx_dir / images).reshape(-1, 28, 28, 1),
+    train, test = (Split(read_idx(idx_dir / images).reshape(-1, *IMAGE_SHAPE),
                          read_idx(idx_dir / labels).astype(np.int64))
                    for images, labels in FASHION_MNIST_FILES.values())
     for split in (train, test):

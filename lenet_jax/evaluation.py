@@ -342,13 +342,14 @@ def mnist_like(source: str | Path | bytes) -> np.ndarray:
     scale = MNIST_BOX / max(crop.size)
     size = (max(1, round(crop.size[0] * scale)), max(1, round(crop.size[1] * scale)))
     digit = np.asarray(crop.resize(size, Image.Resampling.LANCZOS), np.float32)
-    field = np.zeros((28, 28), np.float32)
+    side = models.MNIST_SIZE
+    field = np.zeros((side, side), np.float32)
     mass = digit.sum()
     rows, cols = np.indices(digit.shape)
     centre_r = (rows * digit).sum() / mass if mass else digit.shape[0] / 2
     centre_c = (cols * digit).sum() / mass if mass else digit.shape[1] / 2
-    top = int(np.clip(round(14 - centre_r), 0, 28 - digit.shape[0]))
-    left = int(np.clip(round(14 - centre_c), 0, 28 - digit.shape[1]))
+    top = int(np.clip(round(side / 2 - centre_r), 0, side - digit.shape[0]))
+    left = int(np.clip(round(side / 2 - centre_c), 0, side - digit.shape[1]))
     field[top:top + digit.shape[0], left:left + digit.shape[1]] = digit
     return np.clip(field, 0, 255).astype(np.uint8)[..., None]
 

@@ -2,7 +2,7 @@
 F6's 84 values and the output probabilities of one image, in one figure.
 
 The values come from the model itself: ``LeNet`` keeps each layer's output in its
-"maps" collection when asked (``LeNet.show``); nothing here recomputes a layer. For
+"maps" collection when asked (``LeNet.keep_map``); nothing here recomputes a layer. For
 ``original``, F6 is drawn as the paper draws it (Fig. 3): a 7 x 12 grid, beside the RBF
 code it lies closest to.
 """
@@ -20,7 +20,7 @@ import numpy as np
 from lenet_jax import inference, models
 
 CODE_SHAPE = (12, 7)  # the RBF codes' bitmaps: 12 rows of 7 (models._DIGIT_BITMAPS)
-MAP_LAYERS = ("C1", "S2", "C3", "S4")
+MAP_LAYERS = models.MAP_LAYERS
 
 
 @functools.partial(jax.jit, static_argnames="module")

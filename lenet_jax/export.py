@@ -66,10 +66,11 @@ def export_savedmodel(ckpt: str | Path, out_dir: str | Path) -> Path:
     from jax.experimental import jax2tf
 
     predict, _ = inference_function(ckpt)
+    side = models.MNIST_SIZE
     module = tf.Module()
     module.predict = tf.function(
-        jax2tf.convert(predict, polymorphic_shapes=["(b, 28, 28, 1)"]),
-        input_signature=[tf.TensorSpec([None, 28, 28, 1], tf.uint8)], autograph=False,
+        jax2tf.convert(predict, polymorphic_shapes=[f"(b, {side}, {side}, 1)"]),
+        input_signature=[tf.TensorSpec([None, side, side, 1], tf.uint8)], autograph=False,
     )
     path = Path(out_dir) / "savedmodel"
     tf.saved_model.save(module, str(path))

@@ -29,7 +29,7 @@ def forward(module: models.LeNet, params: Any, images: jax.Array, *, train: bool
             rngs: dict | None = None, keep_maps: bool = False) -> Any:
     """Logits for uint8 images (N, 28, 28, 1) or (N, S, S, 1): the preset's preprocessing,
     then the network. With ``keep_maps``, (logits, each layer's output by name, feature
-    maps as NHWC: ``LeNet.show``)."""
+    maps as NHWC: ``LeNet.keep_map``)."""
     x = models.preprocess(images, module.preset)
     if not keep_maps:
         return module.apply({"params": params}, x, train=train, rngs=rngs)

@@ -22,8 +22,9 @@ from flax import linen as nn
 
 from lenet_jax import ops
 
-MNIST_SIZE = 28  # side of the images every supported data set ships
+MNIST_SIZE = 28  # side of the images every supported data set ships (data.IMAGE_SHAPE)
 LAYERS = ("C1", "S2", "C3", "S4", "C5", "F6", "OUTPUT")  # the paper's names, every preset
+MAP_LAYERS = LAYERS[:4]  # the layers whose outputs are feature maps
 
 Fit = Literal["none", "pad", "resize"]  # how a 28x28 image becomes the input size
 Activation = Literal["scaled_tanh", "tanh", "relu", "sigmoid"]
@@ -343,14 +344,14 @@ class LeNet(nn.Module):
         def dense(features: int, fan_in: int, name: str) -> nn.Dense:
             return nn.Dense(features, name=name, precision=ops.MATMUL_PRECISION, **init(fan_in))
 
-        x = self.show("C1", act(conv(6, 25, "C1", p.c1_padding)(ops.to_maps(images))))
-        x = self.show("S2", pool_act(Subsample(p.pool, paper, name="S2")(x)))
+        x = self.keep_map("C1", act(conv(6, 25, "C1", p.c1_padding)(ops.to_maps(images))))
+        x = self.keep_map("S2", pool_act(Subsample(p.pool, paper, name="S2")(x)))
         if p.c3 == "paper_table":
             c3 = PartialConv(C3_TABLE, in_maps=6, paper_init=paper, name="C3")
         else:
             c3 = conv(16, 6 * 25, "C3")
-        x = self.show("C3", act(c3(x)))
-        x = self.show("S4", pool_act(Subsample(p.pool, paper, name="S4")(x)))
+        x = self.keep_map("C3", act(c3(x)))
+        x = self.keep_map("S4", pool_act(Subsample(p.pool, paper, name="S4")(x)))
         if p.c5 == "conv":
             x = ops.flatten(conv(120, 16 * 25, "C5")(x))
         else:
@@ -358,7 +359,7 @@ class LeNet(nn.Module):
             x = dense(120, x.shape[1], "C5")(x)
         if p.c5_activation:
             x = act(x)
-        x = self.show("F6", act(dense(84, 120, "F6")(x)))
+        x = self.keep_map("F6", act(dense(84, 120, "F6")(x)))
         if p.dropout:
             x = nn.Dropout(p.dropout, deterministic=not train)(x)
         if p.head == "rbf":
@@ -366,7 +367,7 @@ class LeNet(nn.Module):
         return dense(10, 84, "OUTPUT")(x)
 
 
-    def show(self, layer: str, x: jax.Array) -> jax.Array:
+    def keep_map(self, layer: str, x: jax.Array) -> jax.Array:
         """``x``, also kept (feature maps as NHWC) in the "maps" collection when the
         caller asks for it with ``mutable=["maps"]``: what ``lenet_jax.explain`` draws."""
         if self.is_mutable_collection("maps"):

@@ -21,15 +21,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from lenet_jax.errors import UserError
+from lenet_jax.models import MAP_LAYERS
 
-STATISTIC_LAYERS = ("C1", "S2", "C3", "S4")
+STATISTIC_LAYERS = MAP_LAYERS  # C1, S2, C3 and S4
 QUANTILE = 0.995  # of the validation digits' distances: ~0.5% of digits rejected
 SHRINKAGE = 0.01  # towards a scaled identity, so a small slice still gives an inverse
 
 
 def map_statistics(maps: dict[str, jax.Array]) -> jax.Array:
     """(N, 2 * maps) the mean and standard deviation of each map of ``STATISTIC_LAYERS``,
-    from the NHWC maps ``LeNet.show`` keeps."""
+    from the NHWC maps ``LeNet.keep_map`` keeps."""
     return jnp.concatenate([jnp.concatenate([maps[layer].mean((1, 2)), maps[layer].std((1, 2))],
                                             axis=-1) for layer in STATISTIC_LAYERS], axis=-1)
 

@@ -17,7 +17,7 @@ MAY_IMPORT = {
     "models": {"ops"},
     "data": {"errors"},
     "rundir": {"errors"},
-    "rejection": {"errors"},
+    "rejection": {"errors", "models"},
     "runtime": {"data"},
     "inference": {"models", "rejection"},
     "config": {"data", "errors", "models"},

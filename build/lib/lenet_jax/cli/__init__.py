@@ -1,0 +1,152 @@
+"""What the command-line tools share: their exit codes, the one error boundary each runs
+in, one-line errors, and train.py's flags (one per ``TrainConfig`` field).
+
+The library raises typed errors carrying values (``lenet_jax.errors.UserError`` and its
+kinds); only this layer knows that a value came from a flag, and says so. The exit codes
+below are those of ``train.py``, ``evaluate.py``, ``python -m lenet_jax.export`` and
+``python -m lenet_jax.serve``; the README's "Faults" table says which fault gives which.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import re
+import sys
+import tempfile
+import traceback
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal, NoReturn
+
+from lenet_jax.errors import UserError
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1  # a bug: one line naming the log file that holds the traceback
+EXIT_USAGE = 2  # bad input: flags, paths, data, checkpoints, images, a busy run directory
+EXIT_DIVERGED = 3  # the loss became NaN/Inf; the last good checkpoint is kept
+EXIT_WRITE = 4  # a write failed part-way (full or read-only disk); what was saved is kept
+EXIT_PEER_LOST = 5  # --distributed: another process of the run stopped; all resume
+EXIT_INTERRUPTED = 130  # Ctrl-C / SIGINT; resume with --resume
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, except that a bad flag is one line on stderr and exit 2,
+    like every other bad input, instead of a usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(self.prog, f"{message} (--help lists the flags)")
+        self.exit(EXIT_USAGE)
+
+
+def fail(prog: str, message: str, code: int = EXIT_USAGE) -> int:
+    """Print ``prog: error: message`` on stderr, as one line whatever paths it quotes;
+    return ``code`` for ``main`` to exit with."""
+    print(f"{prog}: error: {one_line(message)}", file=sys.stderr)
+    return code
+
+
+def one_line(text: str) -> str:
+    """``text`` with line breaks, control characters and undecodable bytes escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def unwritable(directory: str | Path, flag: str) -> str | None:
+    """Why ``directory`` (made if missing) cannot take a new file, or None if it can."""
+    try:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=directory).close()
+    except OSError as err:
+        return f"cannot write to {flag} {directory}: {err.strerror or err}"
+    return None
+
+
+def tolerant_console() -> None:
+    """Let stdout and stderr print any path a shell can pass (bytes that are not UTF-8
+    arrive as lone surrogates), escaped, instead of failing on it."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+
+
+def quiet_libraries() -> None:
+    """Keep Orbax's and TensorStore's own reports of a failure (log records with
+    tracebacks, exceptions in their background threads) off the terminal: the tools
+    report every failure themselves, in one line."""
+    for library in ("absl", "asyncio"):  # asyncio: futures of a failed save, at exit
+        logging.getLogger(library).setLevel(logging.CRITICAL)
+    sys.unraisablehook = lambda unraisable: None
+
+
+def guarded(prog: str, body: Callable[[], int]) -> int:
+    """Run a command's ``body`` inside its one error boundary: a ``UserError`` is one
+    line (naming the flag a setting came from) and exit 2, Ctrl-C exit 130, anything
+    unexpected one line pointing at a file with the traceback, exit 1."""
+    try:
+        return body()
+    except UserError as err:
+        return fail(prog, describe(err))
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as err:
+        log = Path(tempfile.gettempdir()) / f"{re.sub(r'[^a-z]', '-', prog)}-{os.getpid()}.log"
+        log.write_text(traceback.format_exc())
+        return fail(prog, f"internal error ({type(err).__name__}: {err}); the traceback is in "
+                          f"{log}", EXIT_INTERNAL)
+
+
+def describe(err: UserError) -> str:
+    """The error's line, a setting named by its flag."""
+    from lenet_jax.config import ConfigError, ResumeMismatchError
+
+    if isinstance(err, ConfigError):
+        return err.said(flag(err.field))
+    if isinstance(err, ResumeMismatchError):
+        return err.said(flag(err.field).removeprefix("--"))
+    return str(err)
+
+
+# train.py's flags: one per TrainConfig field, "--field-name" unless named here (the
+# first name is the flag; later ones are aliases).
+FLAG_NAMES = {"preset": ("--preset", "--variant"), "learning_rate": ("--lr",)}
+
+
+def flag(field: str) -> str:
+    """The command-line flag of ``TrainConfig.<field>``."""
+    return FLAG_NAMES.get(field, ("--" + field.replace("_", "-"),))[0]
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per ``TrainConfig`` field, with its type and help; a flag not given
+    leaves the preset's recipe (``config.RECIPES``) as it is."""
+    from lenet_jax.config import RECIPES, TrainConfig
+
+    hints = typing.get_type_hints(TrainConfig)
+    varies = {f.name for f in dataclasses.fields(TrainConfig)
+              if len({getattr(r, f.name) for r in RECIPES.values()}) > 1} - {"preset"}
+    for field in dataclasses.fields(TrainConfig):
+        options: dict[str, Any] = dict(field.metadata, default=argparse.SUPPRESS)
+        default = "the preset's recipe" if field.name in varies else repr(field.default)
+        options["help"] = f"{field.metadata['help']} (default: {default})"
+        hint = hints[field.name]
+        if hint is bool:
+            options["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(hint) is Literal:
+            options["choices"] = typing.get_args(hint)
+        else:
+            options["type"] = hint
+        names = FLAG_NAMES.get(field.name, (flag(field.name),))
+        parser.add_argument(*names, dest=field.name, **options)
+
+
+def config_from_args(args: argparse.Namespace):  # -> config.TrainConfig
+    """The preset's recipe, with each setting given on the command line."""
+    from lenet_jax.config import TrainConfig, recipe
+
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+             if hasattr(args, f.name)}
+    return recipe(given.pop("preset", TrainConfig.preset), **given)
