@@ -90,6 +90,25 @@ def test_train_maps_each_outcome_to_its_line_and_exit_code(tiny_dataset, tmp_pat
         assert (result.returncode, result.stderr.splitlines()) == (code, [line])
 
 
+def test_an_unexpected_error_is_one_line_and_exit_70_with_the_traceback_in_a_file(
+        tiny_dataset, tmp_path, capsys, monkeypatch):
+    """The last resort of every tool's error boundary (``cli.guarded``): a bug is one line
+    naming the file that holds its traceback, never a traceback on the terminal."""
+    def bug(*args, **kwargs):
+        raise ZeroDivisionError("a bug in training")
+
+    monkeypatch.setattr(data, "load", lambda name, data_dir=None: tiny_dataset)
+    monkeypatch.setattr(training, "train_and_evaluate", bug)
+    result = _train_main(capsys, "--workdir", str(tmp_path / "runs"), "--no-progress")
+    assert result.returncode == 70
+    (line,) = result.stderr.splitlines()
+    prefix = "train.py: error: internal error: ZeroDivisionError: a bug in training; details in "
+    assert line.startswith(prefix), line
+    log = Path(line.removeprefix(prefix))
+    assert 'raise ZeroDivisionError("a bug in training")' in log.read_text()
+    log.unlink()
+
+
 def test_an_error_line_escapes_what_a_terminal_would_obey(capsys):
     from lenet_jax import cli
 

@@ -25,7 +25,7 @@ from typing import Any, Literal, NoReturn
 from lenet_jax.errors import UserError
 
 EXIT_OK = 0
-EXIT_INTERNAL = 1  # a bug: one line naming the log file that holds the traceback
+EXIT_INTERNAL = 70  # a bug (EX_SOFTWARE): one line naming the file with the traceback
 EXIT_USAGE = 2  # bad input: flags, paths, data, checkpoints, images, a busy run directory
 EXIT_DIVERGED = 3  # the loss became NaN/Inf; the last good checkpoint is kept
 EXIT_WRITE = 4  # a write failed part-way (full or read-only disk); what was saved is kept
@@ -84,7 +84,7 @@ def quiet_libraries() -> None:
 def guarded(prog: str, body: Callable[[], int]) -> int:
     """Run a command's ``body`` inside its one error boundary: a ``UserError`` is one
     line (naming the flag a setting came from) and exit 2, Ctrl-C exit 130, anything
-    unexpected one line pointing at a file with the traceback, exit 1."""
+    unexpected one line pointing at a file with the traceback, exit 70."""
     try:
         return body()
     except UserError as err:
@@ -95,8 +95,8 @@ def guarded(prog: str, body: Callable[[], int]) -> int:
     except Exception as err:
         log = Path(tempfile.gettempdir()) / f"{re.sub(r'[^a-z]', '-', prog)}-{os.getpid()}.log"
         log.write_text(traceback.format_exc())
-        return fail(prog, f"internal error ({type(err).__name__}: {err}); the traceback is in "
-                          f"{log}", EXIT_INTERNAL)
+        return fail(prog, f"internal error: {type(err).__name__}: {err}; details in {log}",
+                    EXIT_INTERNAL)
 
 
 def describe(err: UserError) -> str:
