@@ -16,6 +16,7 @@ from lenet_jax.errors import UserError
 from lenet_jax.models import PRESETS
 
 TRAIN_SIZE = SPLIT_SIZES["train"]
+SEEDS = 2**31  # jax.random.key takes a signed 32-bit seed
 Schedule = Literal["constant", "cosine"]
 Loop = Literal["scan", "step"]
 
@@ -68,6 +69,12 @@ class TrainConfig:
         if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
             raise ConfigError("weight_decay", self.weight_decay,
                               "{name} must be 0 or positive, got {value}")
+        if not 0 <= self.warmup_epochs < self.epochs:  # NaN fails too
+            raise ConfigError("warmup_epochs", self.warmup_epochs,
+                              f"{{name}} must be in [0, {self.epochs}) (the epochs), got "
+                              "{value}")
+        if not 0 <= self.seed < SEEDS:
+            raise ConfigError("seed", self.seed, f"{{name}} must be in [0, {SEEDS}), got {{value}}")
         if not 0 <= self.val_size < TRAIN_SIZE:
             raise ConfigError("val_size", self.val_size,
                               f"{{name}} must be in [0, {TRAIN_SIZE}), got {{value}}")

@@ -183,7 +183,12 @@ def load(
         except DataError as err:
             print(f"rebuilding the array cache from TFDS: {err}", file=sys.stderr)
     dataset = _load_through_tfds(name, data_dir, verify)
-    _save_atomically(dataset, cache)
+    try:
+        _save_atomically(dataset, cache)
+    except OSError as err:  # the cache is a speed-up: without it, the work goes on
+        print(f"note: the array cache cannot be written ({err.strerror or err}: "
+              f"{err.filename or cache}); loading goes through TFDS each time",
+              file=sys.stderr)
     return dataset
 
 
@@ -194,10 +199,17 @@ def array_cache_path(name: str, data_dir: Path) -> Path:
 
 
 def _save_atomically(dataset: Dataset, path: Path) -> None:
+    """Write ``path`` whole or not at all: a temporary file, flushed to disk, renamed; a
+    failed write leaves nothing behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.npz")
-    save_arrays(dataset, tmp, compress=False)  # uncompressed: read back at disk speed
-    os.replace(tmp, path)
+    try:
+        save_arrays(dataset, tmp, compress=False)  # uncompressed: read back at disk speed
+        with open(tmp, "rb") as written:
+            os.fsync(written.fileno())  # else a crash may leave the name on an empty file
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _load_through_tfds(name: str, data_dir: Path, verify: bool) -> Dataset:
@@ -251,7 +263,7 @@ def load_arrays(path: str | os.PathLike, verify: bool = True) -> Dataset:
                            for split in ("train", "test"))
             dataset = Dataset(str(arrays["name"]), train, test,
                               tuple(str(c) for c in arrays["class_names"]))
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
+    except Exception as err:  # a damaged file may fail in any of numpy's readers
         raise DataError(f"cannot read data arrays from {path} ({type(err).__name__}); "
                         f"{remedy}") from None
     if verify:

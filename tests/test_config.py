@@ -66,6 +66,12 @@ def test_flags_parse_into_the_config_with_their_types():
     ({"weight_decay": -0.1}, "weight_decay", "--weight-decay must be 0 or positive, got -0.1"),
     ({"weight_decay": float("nan")}, "weight_decay",
      "--weight-decay must be 0 or positive, got nan"),
+    ({"epochs": 1, "warmup_epochs": 1.0}, "warmup_epochs",
+     "--warmup-epochs must be in [0, 1) (the epochs), got 1.0"),
+    ({"warmup_epochs": float("nan")}, "warmup_epochs", "--warmup-epochs must be in [0, 10)"),
+    ({"warmup_epochs": float("inf")}, "warmup_epochs", "--warmup-epochs must be in [0, 10)"),
+    ({"seed": 2**31}, "seed", "--seed must be in [0, 2147483648), got 2147483648"),
+    ({"seed": -1}, "seed", "--seed must be in [0, 2147483648), got -1"),
 ])
 def test_an_impossible_setting_raises_naming_its_field_and_the_cli_its_flag(changes, field,
                                                                            said):

@@ -298,6 +298,49 @@ def test_load_caches_what_tfds_returns_and_rebuilds_a_damaged_cache(fake_tfds, t
                                   first.test.images)
 
 
+def _damaged(cache: Path, how: str) -> None:
+    raw = bytearray(cache.read_bytes())
+    if how == "empty":  # what a crash between write and rename can leave
+        raw = bytearray()
+    elif how == "central directory":  # one byte of the zip's index
+        raw[raw.rfind(b"PK\x01\x02") + 10] ^= 0xFF
+    elif how == "npy header":  # the first array's header, inside the zip
+        at = raw.find(b"{'descr'")
+        raw[at:at + 8] = b"{'descr\x00"
+    cache.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("how", ["empty", "central directory", "npy header"])
+def test_an_array_cache_damaged_in_any_way_is_rebuilt(fake_tfds, tmp_path, monkeypatch,
+                                                     capsys, how):
+    data_dir, _ = fake_tfds
+    monkeypatch.setenv("LENET_JAX_CACHE", str(tmp_path / "cache"))
+    first = data.load("mnist", data_dir, verify=False)
+    cache = data.array_cache_path("mnist", data_dir)
+    _damaged(cache, how)
+    again = data.load("mnist", data_dir, verify=False)
+    assert "rebuilding the array cache from TFDS" in capsys.readouterr().err
+    np.testing.assert_array_equal(again.train.images, first.train.images)
+    np.testing.assert_array_equal(data.load_arrays(cache, verify=False).test.labels,
+                                  first.test.labels)
+
+
+def test_a_cache_that_cannot_be_written_slows_loading_and_stops_nothing(fake_tfds, tmp_path,
+                                                                       monkeypatch, capsys):
+    """The cache is a speed-up: with LENET_JAX_CACHE a file (or a read-only home), the
+    arrays still load, with one note on stderr, and nothing is left behind."""
+    data_dir, _ = fake_tfds
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a directory")
+    monkeypatch.setenv("LENET_JAX_CACHE", str(blocked))
+    loaded = data.load("mnist", data_dir, verify=False)
+    assert len(loaded.train) == 40
+    (note,) = capsys.readouterr().err.splitlines()
+    assert note.startswith("note: the array cache cannot be written (") and note.endswith(
+        "); loading goes through TFDS each time")
+    assert blocked.read_text() == "not a directory"
+
+
 def test_compilation_cache_is_on_by_default_and_can_be_moved_or_turned_off(monkeypatch):
     from lenet_jax import runtime
 
