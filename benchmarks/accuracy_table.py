@@ -85,7 +85,7 @@ def measure(dataset: data.Dataset, preset: str, seeds: int, epochs: int,
     curves, logits = [], []
     for seed in range(seeds):
         config = recipe(preset, dataset=dataset.name, epochs=epochs,
-                                      seed=seed)
+                        seed=seed)
         curve, seed_logits = train_seed(config, dataset, workdir)
         curves.append(curve)
         logits.append(seed_logits)

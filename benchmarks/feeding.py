@@ -74,7 +74,7 @@ def main() -> int:
     n = args.steps * args.batch_size
     mesh = training.make_mesh(args.devices, args.batch_size)
     config = recipe(args.preset, batch_size=args.batch_size,
-                                  learning_rate=1e-3, schedule="constant", augment=False)
+                    learning_rate=1e-3, schedule="constant", augment=False)
     fresh = lambda: training.replicated(mesh, training.create_train_state(config, args.steps))  # noqa: E731
     device_data = training.to_device(train.take(slice(0, n)), mesh)
     plan = training.plan_epoch(0, 0, n, args.batch_size, mesh)

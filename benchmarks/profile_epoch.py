@@ -53,7 +53,7 @@ def main() -> int:
     n = args.steps * args.batch_size
     train, _ = data.split_validation(data.load("mnist").train, 5000)
     config = recipe(args.preset, batch_size=args.batch_size,
-                                  learning_rate=1e-3, schedule="constant", augment=False)
+                    learning_rate=1e-3, schedule="constant", augment=False)
     state = training.create_train_state(config, args.steps)
     device_data = training.to_device(train.take(slice(0, n)))
     plan = training.plan_epoch(0, 0, n, args.batch_size)

@@ -90,7 +90,7 @@ def setup_ours(preset: str, train: data.Split, test: data.Split, steps: int,
                batch: int) -> Contender:
     n = steps * batch
     config = recipe(preset, batch_size=batch, learning_rate=1e-3,
-                                  schedule="constant")
+                    schedule="constant")
     state = training.create_train_state(config, steps)
     device_data = training.to_device(train.take(slice(0, n)))
     plan = training.plan_epoch(0, 0, n, batch)

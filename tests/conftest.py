@@ -104,7 +104,7 @@ def trained_original(mnist_sample, tmp_path_factory) -> Path:
 
     def train(workdir: Path) -> None:
         config = recipe("original", epochs=TRAINED_EPOCHS,
-                                      val_size=SAMPLE_VAL)
+                        val_size=SAMPLE_VAL)
         training.train_and_evaluate(config, mnist_sample, workdir / "original",
                                     progress=False, log=lambda _: None)
 

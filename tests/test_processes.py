@@ -22,22 +22,22 @@ EIGHT_DEVICES = textwrap.dedent("""
     import jax, numpy as np
     sys.path.insert(0, "tests")
     from helpers import make_split
-    from lenet_jax import training
+    from lenet_jax import cli, training
+    from lenet_jax.config import ConfigError, recipe
     from lenet_jax.data import Dataset
     assert jax.device_count() == 8, jax.devices()
     dataset = Dataset("mnist", make_split(1024, 0), make_split(256, 1), tuple("0123456789"))
     out = {}
     for devices in (1, 8):
-        config = recipe("relu_avgpool_pad2_dropout", epochs=1,
-                                      batch_size=64, val_size=128, devices=devices,
-                                      learning_rate=1e-3)
+        config = recipe("relu_avgpool_pad2_dropout", epochs=1, batch_size=64, val_size=128,
+                        devices=devices, learning_rate=1e-3)
         record = training.train_and_evaluate(config, dataset, sys.argv[1] + f"/d{devices}",
                                              progress=False, log=lambda _: None)
         out[devices] = record["test_accuracy"]
     try:
         training.make_mesh(8, batch_size=60)
-    except ValueError as err:
-        out["error"] = str(err)
+    except ConfigError as err:
+        out["error"] = [err.field, cli.describe(err)]
     print(json.dumps(out))
 """)
 
@@ -188,7 +188,7 @@ def test_eight_devices_match_one_device(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out["1"] == out["8"]  # same accuracy
-    assert out["error"] == "--batch-size 60 does not divide over 8 devices"
+    assert out["error"] == ["batch_size", "--batch-size 60 does not divide over 8 devices"]
     one, _ = checkpoint.restore_for_inference(tmp_path / "d1" / "checkpoints" / "1")
     eight, _ = checkpoint.restore_for_inference(tmp_path / "d8" / "checkpoints" / "1")
     diffs = np.concatenate([np.abs(np.asarray(a) - np.asarray(b)).ravel() for a, b in zip(

@@ -56,7 +56,7 @@ def test_each_step_draws_its_own_dropout_and_distortions(tiny_dataset):
     """The same batch from the same state at steps 0 and 1 of an epoch trains to other
     parameters (other dropout masks and distortions); step 0 again, to the same ones."""
     config = recipe("relu_avgpool_pad2_dropout", batch_size=64,
-                                  augment=True)
+                    augment=True)
     state = training.create_train_state(config, 2)
     plan = training.plan_epoch(0, 0, 128, 64)
     same_batch_twice = plan.replace(indices=jnp.stack([plan.indices[0]] * 2))
@@ -173,7 +173,7 @@ def test_scanned_epoch_matches_the_same_steps_one_by_one(tiny_dataset, preset, a
 
 def test_cosine_schedule_warms_up_and_decays():
     config = recipe("original", epochs=2, learning_rate=1e-3, schedule="cosine",
-                                  warmup_epochs=0.5)
+                    warmup_epochs=0.5)
     optimizer = training.make_optimizer(config, 10)
     params = {"w": jnp.ones(())}
     opt_state = optimizer.init(params)
@@ -251,7 +251,7 @@ def test_train_and_evaluate_checkpoints_round_trip(tiny_dataset, tmp_path):
 
 def test_resume_is_bit_identical_to_an_uninterrupted_run(tiny_dataset, tmp_path):
     config = recipe("relu_avgpool_pad2_dropout", epochs=2, batch_size=64,
-                                  val_size=104, augment=True)
+                    val_size=104, augment=True)
     quiet = {"progress": False, "log": lambda _: None}
     training.train_and_evaluate(config, tiny_dataset, tmp_path / "a", **quiet)
     first = dataclasses.replace(config, epochs=1)
