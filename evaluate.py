@@ -14,6 +14,9 @@ from pathlib import Path
 
 from lenet_jax import cli, runtime
 
+# Images per compiled chunk at most: the whole test set; more only pads with zeros.
+MAX_BATCH = 10_000
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = cli.ArgumentParser(prog="evaluate.py",
@@ -67,9 +70,13 @@ def predict_files(args: argparse.Namespace, predictor, out_dir: Path) -> int:
     if read:
         for file, answer in zip(read, predictor.answer(np.stack(images)), strict=True):
             print(json.dumps({"file": str(file)} | answer.to_json()) if args.json
-                  else f"{file}: {answer}")
+                  else f"{cli.one_line(str(file))}: {answer}")
         if args.explain:
-            explain_files(predictor, read, images, out_dir / "explain")
+            try:
+                explain_files(predictor, read, images, out_dir / "explain")
+            except OSError as err:
+                return cli.fail("evaluate.py", f"cannot write to --out {out_dir}: "
+                                f"{err.strerror or err}", cli.EXIT_WRITE)
     return cli.EXIT_USAGE if problems else 0
 
 
@@ -79,12 +86,12 @@ def explain_files(predictor, files: list[Path], images: list, out_dir: Path) -> 
 
     out_dir.mkdir(parents=True, exist_ok=True)
     for index, (file, image) in enumerate(zip(files, images, strict=True)):
-        path = out_dir / f"{index:03d}-{file.stem}.png"
+        path = out_dir / f"{index:03d}-{file.stem[:100]}.png"  # any name's stem fits
         metadata = predictor.metadata
         explain.plot(explain.panels(predictor.module, predictor.params, image),
                      predictor.class_names, path,
                      f"{file.name}: {metadata['preset']}, epoch {metadata['epoch']}")
-        print(f"explained {file} in {path}", file=sys.stderr)
+        print(cli.one_line(f"explained {file} in {path}"), file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,12 +101,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    if args.batch_size is not None and args.batch_size <= 0:
-        return fail(f"--batch-size must be positive, got {args.batch_size}")
+    if args.batch_size is not None and not 0 < args.batch_size <= MAX_BATCH:
+        return fail(f"--batch-size must be in [1, {MAX_BATCH}], got {args.batch_size}")
     if args.explain and not args.image:
         return fail("--explain draws the images given with --image; give some")
 
-    from lenet_jax import evaluation
+    from lenet_jax import checkpoint, evaluation
 
     runtime.enable_compilation_cache()
     cli.quiet_libraries()
@@ -110,7 +117,7 @@ def evaluate(args: argparse.Namespace) -> int:
               " existed, or trained without a validation slice); nothing is rejected",
               file=sys.stderr)
     out_dir = Path(args.out) if args.out else predictor.step_dir.parent.parent / "eval"
-    if out_dir.resolve().is_relative_to(predictor.step_dir.parent.resolve()):
+    if checkpoint.writes_into_checkpoints(out_dir, predictor.step_dir):
         return fail(f"--out {out_dir} is inside the checkpoint; choose another directory")
     if (not args.image or args.explain) and (problem := cli.unwritable(out_dir, "--out")):
         return fail(problem)
@@ -153,4 +160,4 @@ def evaluate_split(args: argparse.Namespace, predictor, out_dir: Path) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.exit(main())

@@ -10,6 +10,7 @@ half-written by a crash is never listed, never loaded.
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import Any
@@ -58,9 +59,14 @@ class RunCheckpoints:
             opt_state=ocp.args.StandardSave(opt_state),
             metadata=ocp.args.JsonSave(metadata),
         )
-        self.manager.save(epoch, args=args,
-                          metrics={SELECTION_METRIC: metadata[SELECTION_METRIC]})
-        self.manager.wait_until_finished()
+        try:
+            self.manager.save(epoch, args=args,
+                              metrics={SELECTION_METRIC: metadata[SELECTION_METRIC]})
+            self.manager.wait_until_finished()
+        except OSError:
+            raise
+        except Exception as err:  # TensorStore reports a full disk as a ValueError
+            raise _write_error(err, self.manager.directory / str(epoch)) from None
         if self.writes_links:
             _link(self.run_dir / BEST_LINK,
                   self.manager.directory / str(self.manager.best_step()))
@@ -87,6 +93,52 @@ class RunCheckpoints:
         self.manager.close()
 
 
+def _write_error(err: Exception, step_dir: Path) -> OSError:
+    """A failed save as the OSError it is (ENOSPC for a full disk), for the CLI's exit 4."""
+    text = str(err)
+    full = "RESOURCE_EXHAUSTED" in text or "No space left" in text
+    first_line = text.splitlines()[0] if text else type(err).__name__
+    return OSError(errno.ENOSPC if full else errno.EIO,
+                   os.strerror(errno.ENOSPC) if full else first_line, str(step_dir))
+
+
+def saved_epochs(run_dir: str | os.PathLike) -> list[int]:
+    """The epochs saved in ``run_dir``'s checkpoints, from the directory's names alone
+    (Orbax renames a step into place once it is complete); [] when there are none."""
+    try:
+        steps = (Path(run_dir) / CHECKPOINTS_DIR).iterdir()
+        return sorted(int(p.name) for p in steps if p.name.isdigit() and p.is_dir())
+    except OSError:
+        return []
+
+
+# What every restore reads from a checkpoint's metadata, and of which type: metadata
+# edited by hand or damaged is refused in one line naming the key.
+METADATA_TYPES = {"preset": str, "dataset": str, "class_names": list, "epoch": int,
+                  "step": int, "config": dict}
+
+
+def checked_metadata(metadata: Any, step_dir: Path) -> dict:
+    """``metadata`` if it holds what a restore reads; else ``CheckpointError``."""
+    if not isinstance(metadata, dict):
+        raise CheckpointError(f"{step_dir}: metadata is missing")
+    if not isinstance(metadata.get("preset"), str) or metadata["preset"] not in models.PRESETS:
+        raise CheckpointError(f"{step_dir}: metadata names no known preset")
+    for key, kind in METADATA_TYPES.items():
+        value = metadata.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise CheckpointError(f"{step_dir}: the metadata's {key!r} is missing or not a "
+                                  f"{kind.__name__} (was it edited?)")
+    names = metadata["class_names"]
+    classes = models.CLASSES
+    if len(names) != classes or not all(isinstance(n, str) for n in names):
+        raise CheckpointError(f"{step_dir}: the metadata's 'class_names' must be {classes} "
+                              f"names, got {len(names)}")
+    if metadata["epoch"] < 1 or metadata["step"] < 0:
+        raise CheckpointError(f"{step_dir}: the metadata's epoch and step must be positive")
+    return metadata
+
+
 def _restore(manager: ocp.CheckpointManager, step: int, items: dict) -> dict:
     """The ``items`` of ``step``; any failure (truncated files, wrong shapes, garbage) is a
     ``CheckpointError`` naming the step."""
@@ -96,8 +148,8 @@ def _restore(manager: ocp.CheckpointManager, step: int, items: dict) -> dict:
         first_line = str(err).splitlines()[0] if str(err) else "unreadable"
         raise CheckpointError(f"cannot restore {Path(manager.directory) / str(step)}: "
                               f"{type(err).__name__}: {first_line}") from None
-    if "metadata" in items and not isinstance(restored.get("metadata"), dict):
-        raise CheckpointError(f"{Path(manager.directory) / str(step)}: metadata is missing")
+    if "metadata" in items:
+        checked_metadata(restored.get("metadata"), Path(manager.directory) / str(step))
     return dict(restored)
 
 
@@ -116,6 +168,13 @@ def point_workdir_best(workdir: Path, run_dir: Path, writes_links: bool = True) 
     """``workdir/best`` -> this run's ``best``: the latest run's best epoch."""
     if writes_links:
         _link(Path(workdir) / BEST_LINK, Path(run_dir) / BEST_LINK)
+
+
+def writes_into_checkpoints(path: str | os.PathLike, ckpt: str | os.PathLike) -> bool:
+    """Whether writing under ``path`` would add files among the checkpoints that hold
+    ``ckpt`` (a checkpoint path, as ``resolve_step`` takes it)."""
+    manager_dir, _ = resolve_step(ckpt)
+    return Path(path).resolve().is_relative_to(manager_dir.resolve())
 
 
 def abstract_on_this_device(tree: Any) -> Any:
@@ -139,11 +198,10 @@ def resolve_step(path: str | os.PathLike) -> tuple[Path, int]:
     """(manager directory, step) for a step dir (``runs/best`` links to one), a manager
     dir (its latest step) or a run dir (its latest epoch)."""
     path = Path(path)
-    if path.is_symlink() and not path.exists():
-        raise CheckpointError(f"checkpoint path {path} links to {os.readlink(path)}, which "
-                              "no longer exists (was its run deleted?)")
-    if not path.exists():
-        raise CheckpointError(f"checkpoint path {path} does not exist")
+    try:
+        path.stat()
+    except OSError as err:
+        raise CheckpointError(_unreachable(path, err)) from None
     if not path.is_dir():
         raise CheckpointError(f"checkpoint path {path} is not a directory")
     path = path.resolve()
@@ -155,6 +213,18 @@ def resolve_step(path: str | os.PathLike) -> tuple[Path, int]:
     raise CheckpointError(
         f"{path} holds no lenet-jax checkpoint (expected runs/best, a run directory or a step)"
     )
+
+
+def _unreachable(path: Path, err: OSError) -> str:
+    """Why ``path`` (whose ``stat`` failed with ``err``) cannot be read, in words."""
+    if err.errno == errno.ENOENT and path.is_symlink():
+        return (f"checkpoint path {path} links to {os.readlink(path)}, which no longer "
+                "exists (was its run deleted?)")
+    if err.errno == errno.ENOENT:
+        return f"checkpoint path {path} does not exist"
+    if err.errno == errno.ELOOP:
+        return f"checkpoint path {path} is a loop of symbolic links"
+    return f"cannot read checkpoint path {path}: {err.strerror}"
 
 
 def _latest_step(manager_dir: Path) -> int | None:
@@ -183,8 +253,6 @@ def restore_for_inference(path: str | os.PathLike) -> tuple[Any, dict]:
     manager = _open(manager_dir)
     try:
         metadata = _restore(manager, step, {"metadata": ocp.args.JsonRestore()})["metadata"]
-        if metadata.get("preset") not in models.PRESETS:
-            raise CheckpointError(f"{manager_dir / str(step)}: metadata names no known preset")
         params = _restore(manager, step, {
             "params": ocp.args.StandardRestore(abstract_params(metadata["preset"]))})["params"]
     finally:

@@ -17,6 +17,7 @@ from lenet_jax.models import PRESETS
 
 TRAIN_SIZE = SPLIT_SIZES["train"]
 SEEDS = 2**31  # jax.random.key takes a signed 32-bit seed
+MAX_STEPS = 2**31 - 1  # Optax counts steps in an int32
 Schedule = Literal["constant", "cosine"]
 Loop = Literal["scan", "step"]
 
@@ -63,9 +64,9 @@ class TrainConfig:
                               + ", ".join(PRESETS))
         if self.epochs <= 0:
             raise ConfigError("epochs", self.epochs, "{name} must be positive, got {value}")
-        if not self.learning_rate > 0:
+        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
             raise ConfigError("learning_rate", self.learning_rate,
-                              "{name} must be positive, got {value}")
+                              "{name} must be positive and finite, got {value}")
         if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
             raise ConfigError("weight_decay", self.weight_decay,
                               "{name} must be 0 or positive, got {value}")
@@ -89,6 +90,11 @@ class TrainConfig:
         if self.devices < 0:
             raise ConfigError("devices", self.devices,
                               "{name} must be 0 (all) or positive, got {value}")
+        steps = -(-train_size // self.batch_size)
+        if self.epochs * steps > MAX_STEPS:
+            raise ConfigError("epochs", self.epochs,
+                              f"{{name}} must be at most {MAX_STEPS // steps:,} at this batch "
+                              "size (the step count is a 32-bit integer), got {value}")
 
 
 class ConfigError(UserError, ValueError):

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lenet_jax import files
 from lenet_jax.errors import UserError
 
 # TensorFlow only reads records here: keep its start-up notices off the user's stderr.
@@ -177,7 +178,7 @@ def load(
         raise DataError(f"unknown data set {name!r}; choose from {', '.join(DATASETS)}")
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
     cache = array_cache_path(name, data_dir)
-    if cache.exists():
+    if os.path.isfile(cache):  # False, not an error, where the cache cannot be seen
         try:
             return load_arrays(cache, verify=verify)
         except DataError as err:
@@ -202,14 +203,8 @@ def _save_atomically(dataset: Dataset, path: Path) -> None:
     """Write ``path`` whole or not at all: a temporary file, flushed to disk, renamed; a
     failed write leaves nothing behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.npz")
-    try:
+    with files.replacing(path, sync=True) as tmp:
         save_arrays(dataset, tmp, compress=False)  # uncompressed: read back at disk speed
-        with open(tmp, "rb") as written:
-            os.fsync(written.fileno())  # else a crash may leave the name on an empty file
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _load_through_tfds(name: str, data_dir: Path, verify: bool) -> Dataset:
@@ -220,15 +215,19 @@ def _load_through_tfds(name: str, data_dir: Path, verify: bool) -> Dataset:
     def prepared() -> bool:
         return tfds.builder(name, data_dir=os.fspath(data_dir)).is_prepared()
 
-    if not prepared():
-        # One process builds a data dir at a time; the others wait and read what it
-        # built (two builders race to rename the same directory, and one fails).
-        data_dir.mkdir(parents=True, exist_ok=True)
-        with FileLock(os.fspath(data_dir / f".{name}.lock")):
-            if not prepared() and network_reachable():
-                _read_tfds(name, data_dir, download=True)
-            elif not prepared():
-                BUILD_OFFLINE[name](data_dir)
+    try:
+        if not prepared():
+            # One process builds a data dir at a time; the others wait and read what it
+            # built (two builders race to rename the same directory, and one fails).
+            data_dir.mkdir(parents=True, exist_ok=True)
+            with FileLock(os.fspath(data_dir / f".{name}.lock")):
+                if not prepared() and network_reachable():
+                    _read_tfds(name, data_dir, download=True)
+                elif not prepared():
+                    BUILD_OFFLINE[name](data_dir)
+    except OSError as err:  # a data dir that is a file, unreadable, read-only or full
+        raise DataError(f"cannot prepare {name} in the data dir {data_dir}: "
+                        f"{err.strerror or err}") from None
     try:
         train, test, names = _read_tfds(name, data_dir, download=False)
     except Exception as err:  # prepared, yet unreadable: damaged files
@@ -360,8 +359,8 @@ def build_fashion_mnist_offline(data_dir: Path, idx_dir: Path | None = None) -> 
             f"fashion_mnist is not prepared, there is no network to download it, and its "
             f"files are not in {idx_dir}: apt-get install {FASHION_MNIST_PACKAGE} (or set "
             "LENET_JAX_FASHION_MNIST_DIR to a folder with its four .gz files)")
-    train, test = (Split(read_idx(idx_dir / images).reshape(-1, *IMAGE_SHAPE),
-                         read_idx(idx_dir / labels).astype(np.int64))
+    train, test = (Split(read_idx(idx_dir / images, IMAGE_SHAPE[:2])[..., None],
+                         read_idx(idx_dir / labels, ()).astype(np.int64))
                    for images, labels in FASHION_MNIST_FILES.values())
     for split in (train, test):
         if len(split.images) != len(split.labels):
@@ -373,9 +372,10 @@ def build_fashion_mnist_offline(data_dir: Path, idx_dir: Path | None = None) -> 
 BUILD_OFFLINE = {"mnist": build_mnist_offline, "fashion_mnist": build_fashion_mnist_offline}
 
 
-def read_idx(path: Path) -> np.ndarray:
+def read_idx(path: Path, item_shape: tuple[int, ...] | None = None) -> np.ndarray:
     """The uint8 array in a gzipped IDX file (LeCun's format: two zero bytes, 0x08 for
-    uint8, the number of dimensions, each size as a big-endian uint32, then the data)."""
+    uint8, the number of dimensions, each size as a big-endian uint32, then the data);
+    with ``item_shape``, the array must be a list of items of that shape."""
     try:
         with gzip.open(path) as file:
             raw = file.read()
@@ -389,6 +389,9 @@ def read_idx(path: Path) -> np.ndarray:
     if len(raw) - header != np.prod(shape):
         raise DataError(f"{path} holds {len(raw) - header} bytes of data for shape {shape}; "
                         "reinstall the package")
+    if item_shape is not None and tuple(shape[1:]) != tuple(item_shape):
+        raise DataError(f"{path} holds an array of shape {shape}, not a list of "
+                        f"{item_shape or 'single values'}; reinstall the package")
     return np.frombuffer(raw, np.uint8, offset=header).reshape(shape)
 
 

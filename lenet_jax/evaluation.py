@@ -6,7 +6,9 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import os
 import re
+import stat
 import warnings
 from pathlib import Path
 from typing import Any
@@ -15,11 +17,19 @@ import jax
 import numpy as np
 from PIL import Image, ImageOps
 
-from lenet_jax import inference, models, rejection
+from lenet_jax import files, inference, models, rejection
 from lenet_jax.errors import UserError
 
-# Larger than any camera's photo, small enough that decoding one stays well under 1 GB.
+# Larger than any camera's photo; and what a picture may take once decoded (JPEGs decode
+# at a reduced scale first), so that two decoding at once stay far under 1 GB.
 PIXEL_BUDGET = 50_000_000
+DECODED_BYTE_BUDGET = 128 << 20
+# A picture is shrunk (box filter, in its own mode) to at most this side before any
+# arithmetic on it: a digit ends up 20 pixels high, so nothing is lost.
+READ_SIDE = 2048
+_BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "LA": 2, "La": 2, "PA": 2, "I;16": 2,
+                    "I;16B": 2, "I;16L": 2, "RGB": 3, "YCbCr": 3}  # others: 4
+_REDUCIBLE = {"L", "LA", "La", "PA", "RGB", "RGBA", "RGBa", "I", "F", "CMYK", "YCbCr"}
 MNIST_BOX = 20  # MNIST digits are scaled to fit 20x20, then centred by mass in 28x28
 
 
@@ -178,7 +188,8 @@ def save_outputs(report: Report, images: np.ndarray, out_dir: Path,
     """metrics.json, confusion_matrix.png and misclassified.png in ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = out_dir / "metrics.json"
-    metrics_path.write_text(json.dumps(report.to_json(), indent=2))
+    with files.replacing(metrics_path) as tmp:
+        tmp.write_text(json.dumps(report.to_json(), indent=2))
     return [metrics_path, plot_confusion(report, out_dir / "confusion_matrix.png", normalise),
             plot_misclassified(report, images, out_dir / "misclassified.png")]
 
@@ -206,7 +217,8 @@ def plot_confusion(report: Report, path: Path, normalise: bool = False) -> Path:
            title=f"{'row-normalised ' if normalise else ''}confusion matrix — accuracy "
                  f"{100 * report.accuracy:.2f}%")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with files.replacing(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     return path
 
 
@@ -235,7 +247,8 @@ def plot_misclassified(report: Report, images: np.ndarray, path: Path, count: in
     ax.axis("off")
     ax.set_title(f"{len(wrong)} misclassified; the {len(worst)} most confident shown")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with files.replacing(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     return path
 
 
@@ -251,16 +264,18 @@ def image_files(paths: list[str]) -> tuple[list[Path], list[str]]:
     a problem for each path that gives none."""
     files, problems = [], []
     for path in map(Path, paths):
-        if path.is_dir():
+        try:
+            if not stat.S_ISDIR(path.stat().st_mode):
+                files.append(path)
+                continue
             inside = sorted(p for p in path.iterdir()
-                            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-            files += inside
-            if not inside:
-                problems.append(f"{path}: a directory with no PNG or JPEG files in it")
-        elif path.exists():
-            files.append(path)
-        else:
-            problems.append(f"{path}: no such file or directory")
+                            if p.suffix.lower() in IMAGE_SUFFIXES and os.path.isfile(p))
+        except OSError as err:  # missing, unreadable, a name too long, a loop of links
+            problems.append(f"{path}: {(err.strerror or str(err)).lower()}")
+            continue
+        files += inside
+        if not inside:
+            problems.append(f"{path}: a directory with no PNG or JPEG files in it")
     return files, problems
 
 
@@ -357,7 +372,7 @@ def mnist_like(source: str | Path | bytes) -> np.ndarray:
 def _gray_pixels(source: str | Path | bytes, path: str | Path) -> np.ndarray:
     """The picture's gray levels, upright as its EXIF says it is shown, as float32
     (H, W) in [0, 255]; ``ImageError`` if it cannot be read."""
-    if not isinstance(source, bytes) and not Path(source).is_file():
+    if not isinstance(source, bytes) and not os.path.isfile(source):
         raise ImageError(f"{path}: no such file")
     try:
         with warnings.catch_warnings(action="ignore"):  # Pillow's notes on damaged files
@@ -373,9 +388,16 @@ def _gray_pixels(source: str | Path | bytes, path: str | Path) -> np.ndarray:
 
 def _decode(source: Any, path: str | Path) -> np.ndarray:
     with Image.open(source) as picture:
-        _check_pixel_budget(picture, path)
+        _check_budget(picture, path)
         picture.load()
-        return _gray(ImageOps.exif_transpose(picture))
+        if picture.getexif().get(ORIENTATION, 1) != 1:
+            picture = ImageOps.exif_transpose(picture)
+        factor = -(-max(picture.size) // READ_SIDE)
+        if factor == 1:
+            return _gray(picture)
+        if picture.mode in _REDUCIBLE:
+            return _gray(picture.reduce(factor))
+        return _gray(Image.fromarray(_gray(picture), "F").reduce(factor))
 
 
 def _gray(picture: Image.Image) -> np.ndarray:
@@ -391,11 +413,25 @@ def _gray(picture: Image.Image) -> np.ndarray:
     return np.asarray(picture.convert("L"), np.float32)
 
 
-def _check_pixel_budget(picture: Image.Image, path: str | Path) -> None:
-    """Refuse a picture over ``PIXEL_BUDGET`` from its header, before decoding it."""
+ORIENTATION = 0x0112  # the EXIF tag
+
+
+def _check_budget(picture: Image.Image, path: str | Path) -> None:
+    """Refuse, from its header and before decoding it, a picture over ``PIXEL_BUDGET``
+    or one that would decode to more than ``DECODED_BYTE_BUDGET`` (a JPEG is set to
+    decode at the smallest scale that keeps ``READ_SIDE``: its draft mode)."""
     width, height = picture.size
     if width * height > PIXEL_BUDGET:
         raise ImageError(_over_budget(path, width * height))
+    picture.draft("L", (READ_SIDE, READ_SIDE))  # JPEG only; others are left as they are
+    width, height = picture.size
+    per_pixel = _BYTES_PER_PIXEL.get(picture.mode, 4)
+    if picture.mode not in _REDUCIBLE and max(width, height) > READ_SIDE:
+        per_pixel += 4  # read as float gray levels before shrinking
+    if width * height * per_pixel > DECODED_BYTE_BUDGET:
+        raise ImageError(f"{path}: {width:,} x {height:,} {picture.mode} pixels would take "
+                         f"{width * height * per_pixel >> 20} MiB decoded; the budget is "
+                         f"{DECODED_BYTE_BUDGET >> 20} MiB")
 
 
 def _over_budget(path: str | Path, pixels: int | None) -> str:

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lenet_jax import inference, models
+from lenet_jax import files, inference, models
 
 CODE_SHAPE = (12, 7)  # the RBF codes' bitmaps: 12 rows of 7 (models._DIGIT_BITMAPS)
 MAP_LAYERS = models.MAP_LAYERS
@@ -63,7 +63,8 @@ def plot(drawn: dict[str, np.ndarray], class_names: tuple[str, ...], path: Path,
     bars.set_xticks(range(len(class_names)), class_names)
     bars.set(ylim=(0, 1), ylabel="probability", title="output")
     fig.suptitle(title)
-    fig.savefig(path, dpi=80)
+    with files.replacing(path) as tmp:
+        fig.savefig(tmp, dpi=80)
     return path
 
 

@@ -18,14 +18,16 @@ Load it with nothing but JAX:
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import jax
-import jax.numpy as jnp
+from lenet_jax import files
 
-from lenet_jax import checkpoint, inference, models
+# JAX is imported where it is used: ``python -m lenet_jax.export`` runs this file, and
+# its error boundary (Ctrl-C included) is up only once the command line starts.
+if TYPE_CHECKING:
+    import jax
 
 ARTEFACT = "lenet.jax"
 PLATFORMS = ("cpu", "cuda")
@@ -33,6 +35,8 @@ PLATFORMS = ("cpu", "cuda")
 
 def inference_function(ckpt: str | Path) -> tuple[Callable[[jax.Array], jax.Array], dict]:
     """(images uint8 (B, 28, 28, 1) -> logits, metadata), parameters closed over."""
+    from lenet_jax import checkpoint, inference, models
+
     params, metadata = checkpoint.restore_for_inference(ckpt)
     module, _ = models.create_model(metadata["preset"])
 
@@ -45,6 +49,11 @@ def inference_function(ckpt: str | Path) -> tuple[Callable[[jax.Array], jax.Arra
 def export_model(ckpt: str | Path, out_dir: str | Path,
                  platforms: tuple[str, ...] = PLATFORMS) -> Path:
     """Serialise the checkpoint's model with a symbolic batch size; returns the file."""
+    import jax
+    import jax.numpy as jnp
+
+    from lenet_jax import models
+
     predict, metadata = inference_function(ckpt)
     (batch,) = jax.export.symbolic_shape("batch")
     spec = jax.ShapeDtypeStruct((batch, models.MNIST_SIZE, models.MNIST_SIZE, 1), jnp.uint8)
@@ -52,11 +61,13 @@ def export_model(ckpt: str | Path, out_dir: str | Path,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / ARTEFACT
-    path.write_bytes(exported.serialize())
+    with files.replacing(path) as tmp:
+        tmp.write_bytes(exported.serialize())
     info = {key: metadata[key] for key in ("preset", "dataset", "class_names", "epoch")}
     info |= {"input": "uint8 (batch, 28, 28, 1), white on black", "output": "logits",
              "platforms": list(platforms)}
-    (out_dir / "metadata.json").write_text(json.dumps(info, indent=2))
+    with files.replacing(out_dir / "metadata.json") as tmp:
+        tmp.write_text(json.dumps(info, indent=2))
     return path
 
 
@@ -64,6 +75,8 @@ def export_savedmodel(ckpt: str | Path, out_dir: str | Path) -> Path:
     """A TensorFlow SavedModel of the same function (polymorphic batch), via jax2tf."""
     import tensorflow as tf
     from jax.experimental import jax2tf
+
+    from lenet_jax import models
 
     predict, _ = inference_function(ckpt)
     side = models.MNIST_SIZE
@@ -78,6 +91,7 @@ def export_savedmodel(ckpt: str | Path, out_dir: str | Path) -> Path:
 
 
 if __name__ == "__main__":  # the command line lives with the others
+    from lenet_jax import cli
     from lenet_jax.cli.export import main
 
-    sys.exit(main())
+    cli.exit(main())

@@ -23,6 +23,7 @@ from flax import linen as nn
 from lenet_jax import ops
 
 MNIST_SIZE = 28  # side of the images every supported data set ships (data.IMAGE_SHAPE)
+CLASSES = 10  # every preset's outputs: MNIST's digits, Fashion-MNIST's garments
 LAYERS = ("C1", "S2", "C3", "S4", "C5", "F6", "OUTPUT")  # the paper's names, every preset
 MAP_LAYERS = LAYERS[:4]  # the layers whose outputs are feature maps
 
@@ -364,7 +365,7 @@ class LeNet(nn.Module):
             x = nn.Dropout(p.dropout, deterministic=not train)(x)
         if p.head == "rbf":
             return RBFOutput(p.rbf_logit_scale, name="OUTPUT")(x)
-        return dense(10, 84, "OUTPUT")(x)
+        return dense(CLASSES, 84, "OUTPUT")(x)
 
 
     def keep_map(self, layer: str, x: jax.Array) -> jax.Array:

@@ -7,15 +7,27 @@ import json
 import sys
 from pathlib import Path
 
+from lenet_jax import files
+
 METRICS_FILE = "metrics.jsonl"
 CURVES_FILE = "curves.png"
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
+    """The epochs' records; a line that is not one (cut short by a crash, edited) is
+    skipped: the checkpoints, not this log, say where a run stands."""
     path = Path(run_dir) / METRICS_FILE
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("epoch"), int):
+            records.append(record)
+    return records
 
 
 class MetricsLog:
@@ -71,7 +83,8 @@ class MetricsLog:
             ax.legend()
         fig.tight_layout()
         path = self.run_dir / CURVES_FILE
-        fig.savefig(path, dpi=100)
+        with files.replacing(path) as tmp:
+            fig.savefig(tmp, dpi=100)
         return path
 
 

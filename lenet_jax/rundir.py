@@ -21,7 +21,11 @@ from filelock import FileLock, Timeout
 from lenet_jax.errors import UserError
 
 
-class RunDirectoryBusyError(UserError, RuntimeError):
+class RunDirectoryError(UserError, RuntimeError):
+    """The run directory's lock cannot be taken."""
+
+
+class RunDirectoryBusyError(RunDirectoryError):
     """Another live process is training this run directory."""
 
 
@@ -39,14 +43,21 @@ def exclusive(run_dir: Path) -> Iterator[str | None]:
         raise RunDirectoryBusyError(f"run directory {run_dir} is being trained by "
                                f"{_read(owner_file) or 'another process'}; wait for it to "
                                "finish") from None
+    except OSError as err:  # e.g. the lock file replaced by a directory
+        raise RunDirectoryError(f"cannot lock run directory {run_dir} with {lock.lock_file}: "
+                                f"{err.strerror or err}; remove it if no run is training") from None
     try:
         previous = _read(owner_file)  # left only by a holder that did not exit cleanly
         tmp = owner_file.with_name(f"{owner_file.name}.{os.getpid()}")
-        tmp.write_text(_me())
-        os.replace(tmp, owner_file)
+        # The owner's name is for messages only: a damaged file (a directory, say) stops
+        # nothing.
+        with contextlib.suppress(OSError):
+            tmp.write_text(_me())
+            os.replace(tmp, owner_file)
         yield f"taking over {run_dir} from {previous}, which is gone" if previous else None
     finally:
-        owner_file.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            owner_file.unlink(missing_ok=True)
         lock.release()
 
 
@@ -56,6 +67,6 @@ def _me() -> str:
 
 def _read(path: Path) -> str | None:
     try:
-        return path.read_text().strip() or None
+        return path.read_text(errors="replace").strip() or None
     except OSError:
         return None

@@ -464,7 +464,7 @@ def train_and_evaluate(
     log(_describe(config, dataset, (len(train), len(val) if val else 0, len(dataset.test)),
                   mesh.size if mesh else 1, compile_seconds))
     metrics_log = MetricsLog(run_dir, resume_epoch=start_epoch, write=writes_the_run)
-    best = max((r[selection] for r in metrics_log.records), default=-np.inf)
+    best = max((r.get(selection, -np.inf) for r in metrics_log.records), default=-np.inf)
     bar = tqdm(total=config.epochs * steps, initial=start_epoch * steps, unit="step",
                disable=not progress, leave=False, dynamic_ncols=True)
 

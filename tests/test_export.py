@@ -95,3 +95,22 @@ def test_export_of_a_missing_checkpoint_is_one_line(tmp_path):
     assert result.returncode == 2
     expected = f"lenet_jax.export: error: checkpoint path {tmp_path / 'nope'} does not exist"
     assert result.stderr.strip() == expected
+
+
+def test_export_refuses_an_out_inside_the_checkpoint(trained_original, tmp_path):
+    """Exporting into a checkpoint's own directory (as evaluate.py refuses to) would add
+    files among Orbax's: one line, exit 2, the checkpoint as it was."""
+    import shutil
+
+    from helpers import tree_digest
+
+    run = shutil.copytree(trained_original / "original", tmp_path / "original", symlinks=True)
+    saved = tree_digest(run / "checkpoints")
+    for out in (run / "best", run / "checkpoints" / "x"):
+        result = subprocess.run(
+            [sys.executable, "-m", "lenet_jax.export", "--ckpt", str(run / "best"), "--out",
+             str(out)], capture_output=True, text=True, cwd=ROOT)
+        assert (result.returncode, result.stderr) == (
+            2, f"lenet_jax.export: error: --out {out} is inside the checkpoint; choose "
+               "another directory\n")
+    assert tree_digest(run / "checkpoints") == saved

@@ -19,7 +19,7 @@ import pytest
 from helpers import ROOT, run_cli, run_main, trained_flags, tree_digest
 from PIL import Image
 
-from lenet_jax import checkpoint, data, training
+from lenet_jax import checkpoint, cli, data, training
 from lenet_jax.config import recipe
 from lenet_jax.reporting import read_metrics
 
@@ -42,7 +42,9 @@ def _train_main(capsys, *argv):
         (["--epochs", "0"], "--epochs must be positive, got 0"),
         (["--batch-size", "0"], "--batch-size must be in [1, 55000]"),
         (["--batch-size", "60000"], "--batch-size must be in [1, 55000] (the training set)"),
-        (["--lr", "-1"], "--lr must be positive, got -1.0"),
+        (["--lr", "-1"], "--lr must be positive and finite, got -1.0"),
+        (["--lr", "inf"], "--lr must be positive and finite, got inf"),
+        (["--epochs", "1000000000"], "--epochs must be at most 2,497,074 at this batch size"),
         (["--val-size", "-5"], "--val-size must be in [0, 60000), got -5"),
         (["--resume", "--overwrite"], "--resume and --overwrite contradict each other"),
         (["--coordinator", "h:1"], "--coordinator, --num-processes and --process-id go with "
@@ -55,6 +57,12 @@ def _train_main(capsys, *argv):
           "2"], "--process-id must be in [0, 2), got 2"),
         (["--name", ".."], "--name must be a plain directory name, got '..'"),
         (["--name", "a/b"], "--name must be a plain directory name, got 'a/b'"),
+        (["--name", "best"], "--name cannot be 'best': that is the link to the latest run's"),
+        (["--name", ".x.lock"], "--name must not start with '.' (hidden names are the run"),
+        (["--name", "n" * 250], "--name must be at most 100 bytes of printable UTF-8 text"),
+        (["--name", "bell\a"], "--name must be at most 100 bytes of printable UTF-8 text"),
+        (["--workdir", ""], "--workdir must name a directory (. for this one)"),
+        (["--workdir", "\udcff"], "--workdir must be UTF-8 text"),
     ],
 )
 def test_bad_flags_fail_before_any_work(tmp_path, capsys, flags, message):
@@ -67,7 +75,8 @@ def test_train_maps_each_outcome_to_its_line_and_exit_code(tiny_dataset, tmp_pat
                                                            monkeypatch):
     """train.py's error boundary, each outcome raised where training would raise it (the
     real faults, a full disk and Ctrl-C, are the slow tests'): a failed write is exit 4,
-    divergence exit 3, Ctrl-C exit 130, each one line that says what is kept."""
+    divergence exit 3, Ctrl-C exit 130, SIGTERM 143, each one line that says what is
+    kept."""
     import errno
 
     monkeypatch.setattr(data, "load", lambda name, data_dir=None: tiny_dataset)
@@ -76,12 +85,18 @@ def test_train_maps_each_outcome_to_its_line_and_exit_code(tiny_dataset, tmp_pat
         (OSError(errno.ENOSPC, "No space left on device"), 4,
          f"train.py: error: cannot write to {run_dir}: No space left on device; the epochs "
          "saved before are kept"),
+        (training.TrainingDivergedError(17, 1), 3,
+         "train.py: error: loss became NaN/Inf at step 17 (epoch 1); stopped, no epoch was "
+         "saved (try a smaller --lr)"),
         (training.TrainingDivergedError(17, 2), 3,
          f"train.py: error: loss became NaN/Inf at step 17 (epoch 2); stopped, the last good "
-         f"checkpoint is kept in {run_dir}"),
+         f"checkpoint is kept in {run_dir} (try a smaller --lr)"),
         (KeyboardInterrupt(), 130, f"train.py: interrupted; resume with --resume ({run_dir})"),
+        (cli.Terminated(), 143, f"train.py: terminated; resume with --resume ({run_dir})"),
     ]:
-        def fail(*args, raised=raised, **kwargs):
+        def fail(config, dataset, run_dir, *args, raised=raised, **kwargs):
+            if getattr(raised, "epoch", 1) > 1:  # an epoch was saved before
+                (run_dir / "checkpoints" / "1").mkdir(parents=True)
             raise raised
 
         monkeypatch.setattr(training, "train_and_evaluate", fail)
@@ -158,6 +173,37 @@ def test_existing_run_is_not_overwritten_without_asking(tmp_path, capsys):
     line = _one_error_line(_train_main(capsys, "--workdir", str(tmp_path / "runs")))
     assert "already exists; pass --resume to continue it or --overwrite" in line
     assert (run_dir / "metrics.jsonl").read_text() == "precious\n"
+
+
+def test_a_first_run_that_saved_nothing_does_not_block_a_rerun(tiny_dataset, tmp_path, capsys,
+                                                               monkeypatch):
+    """What a first run stopped before its first save leaves (an empty checkpoints
+    directory, an empty log, TensorBoard's folder) is trained into without --overwrite;
+    a run with a saved epoch or a log still is not (the test above)."""
+    monkeypatch.setattr(data, "load", lambda name, data_dir=None: tiny_dataset)
+    run_dir = tmp_path / "runs" / "relu_maxpool"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "tensorboard").mkdir()
+    (run_dir / "metrics.jsonl").write_text("")
+    result = _train_main(capsys, "--workdir", str(tmp_path / "runs"), "--preset", "relu_maxpool",
+                         "--epochs", "1", "--val-size", "104", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert checkpoint.saved_epochs(run_dir) == [1]
+
+
+def test_a_run_directory_that_is_a_link_is_refused_and_left_alone(trained_original, tmp_path,
+                                                                 capsys):
+    """--name naming a link (here to a real run) is refused before anything is written:
+    a run name never resolves through a link into another run."""
+    workdir = shutil.copytree(trained_original, tmp_path / "runs", symlinks=True)
+    (workdir / "elsewhere").symlink_to("original")
+    saved = tree_digest(workdir / "original")
+    for flags in (["--resume"], ["--overwrite"], []):
+        line = _one_error_line(_train_main(capsys, "--workdir", str(workdir), "--name",
+                                           "elsewhere", *flags))
+        assert line.endswith("elsewhere is a link; a run directory must be a real directory")
+    assert tree_digest(workdir / "original") == saved
+    assert (workdir / "elsewhere").is_symlink() and (workdir / "best").is_symlink()
 
 
 @pytest.mark.slow

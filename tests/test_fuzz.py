@@ -74,32 +74,49 @@ def _argv(flags: dict[str, st.SearchStrategy | None]) -> st.SearchStrategy[list[
     return chosen.flatmap(with_values).map(lambda parts: [a for p in parts for a in p])
 
 
-def _outcome(main, argv: list[str], capsys, prog: str) -> int:
-    """``main(argv)``'s exit code; asserts it is 0, or 2 with one line on stderr."""
+def _outcome(main, argv: list[str], capsys, prog: str,
+             codes: tuple[int, ...] = (cli.EXIT_OK, cli.EXIT_USAGE)) -> int:
+    """``main(argv)``'s exit code; asserts it is 0, or one of ``codes`` with one line on
+    stderr."""
     try:
         code = main(argv)
     except SystemExit as exit_:  # argparse: --help (0) or a bad flag (2)
         code = exit_.code
     out, err = capsys.readouterr()
     event(f"exit {code}: {err.split(': ')[2][:24] if code else 'ok'}")
-    assert code in (cli.EXIT_OK, cli.EXIT_USAGE), (argv, code, err)
+    assert code in codes, (argv, code, err)
     if code:
         lines = err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: "), (argv, err)
     return code
 
 
+def _values(*values: str) -> st.SearchStrategy[str]:
+    """Some plausible values, some not, and any text: a real run stays tiny."""
+    return st.one_of(st.sampled_from(values), ARGV_TEXT)
+
+
+# Flags of a real run on 256 real digits: the values bounded so that a run that is
+# accepted trains at most 2 epochs (an accepted 10**6 epochs would be a correct answer,
+# and no test).
 TRAIN_FLAGS = {
     "--preset": _choices("original", "relu_maxpool", "relu_avgpool_pad2_dropout"),
-    "--dataset": _choices("mnist", "fashion_mnist"), "--epochs": NUMBERS,
-    "--batch-size": NUMBERS, "--lr": NUMBERS, "--schedule": _choices("constant", "cosine"),
-    "--warmup-epochs": NUMBERS, "--seed": NUMBERS, "--val-size": NUMBERS,
-    "--limit-train": NUMBERS, "--augment": SWITCH, "--no-augment": SWITCH,
-    "--devices": NUMBERS, "--loop": _choices("scan", "step"), "--data-dir": PLACES,
-    "--workdir": st.one_of(PLACES, ARGV_TEXT), "--name": st.one_of(PLACES, ARGV_TEXT),
+    "--dataset": _choices("mnist"), "--epochs": _values("1", "2", "0", "-1", "nan", "1e9"),
+    "--batch-size": _values("64", "100", "0", "-5", "257", "100000", "nan"),
+    "--lr": _values("1e-3", "0", "-1", "inf", "nan", "1e30", "3e-3"),
+    "--weight-decay": _values("0", "0.01", "-1", "inf", "nan"),
+    "--schedule": _choices("constant", "cosine"),
+    "--warmup-epochs": _values("0", "0.5", "1", "2", "nan", "inf", "-1"),
+    "--seed": _values("0", "7", "-1", "2147483647", "2147483648", "1e3"),
+    "--val-size": _values("0", "100", "1500", "-1", "60000"),
+    "--limit-train": _values("256", "300", "-5", "100000"),
+    "--augment": SWITCH, "--no-augment": SWITCH, "--flip": SWITCH,
+    "--devices": _values("0", "1", "2", "-1"), "--loop": _choices("scan", "step"),
+    "--data-dir": PLACES, "--workdir": st.one_of(PLACES, ARGV_TEXT),
+    "--name": st.one_of(PLACES, ARGV_TEXT, st.sampled_from(["best", ".x.lock", "n" * 250])),
     "--distributed": SWITCH, "--resume": SWITCH, "--overwrite": SWITCH,
-    "--no-progress": SWITCH,
 }
+TINY_RUN = ["--limit-train", "256", "--epochs", "1", "--val-size", "100", "--no-progress"]
 
 
 def _budget(default: int, thorough: int) -> pytest.MarkDecorator:
@@ -108,73 +125,98 @@ def _budget(default: int, thorough: int) -> pytest.MarkDecorator:
         "examples", [default, pytest.param(thorough, marks=pytest.mark.slow)])
 
 
-@_budget(100, 1500)
-def test_train_flags_give_success_or_one_line(examples, tmp_path, capsys, monkeypatch):
-    """train.py parses and checks every flag set; where it would start training, or
-    the child process of a --distributed run (both stubbed here: the fuzz is of the
-    checks), the flags were good."""
+@pytest.mark.mnist
+@_budget(6, 60)
+def test_train_flags_give_a_real_run_or_one_line(examples, mnist_sample, tmp_path, capsys,
+                                                 monkeypatch):
+    """train.py with flag sets drawn over every flag, each a real run on real digits
+    (the sample, as a data set of 256 training images, 1 epoch unless the flags say
+    otherwise): success, or one line and its exit code; a run saved before is never
+    changed unless --overwrite names it. Only --distributed's child process is not
+    started (its supervisor is the processes' tests')."""
     import train
+    from lenet_jax import data
+    from lenet_jax.cli import distributed
 
     _enter_places(tmp_path, monkeypatch)
+    monkeypatch.setattr(data, "load", lambda name, data_dir=None: mnist_sample)
+    monkeypatch.setattr(distributed, "supervise", lambda argv: 0)
+    assert train.main([*TINY_RUN, "--workdir", "kept", "--preset", "relu_maxpool"]) == 0
+    kept = tree_digest(tmp_path / "kept" / "relu_maxpool" / "checkpoints")
 
     @settings(SEEDED, max_examples=examples)
     @given(argv=_argv(TRAIN_FLAGS))
     def check(argv):
-        with mock.patch.object(train, "train", return_value=0), \
-                mock.patch.object(train.distributed, "supervise", return_value=0):
-            _outcome(train.main, argv, capsys, "train.py")
+        _outcome(train.main, [*TINY_RUN, *argv], capsys, "train.py",
+                 codes=(cli.EXIT_OK, cli.EXIT_USAGE, cli.EXIT_DIVERGED))
         assert (tmp_path / "a-file").read_text() == "not a directory"  # nothing deleted
         assert (tmp_path / "a-dir").is_dir()
+        assert tree_digest(tmp_path / "kept" / "relu_maxpool" / "checkpoints") == kept
 
     check()
 
 
 EVALUATE_FLAGS = {
     "--ckpt": st.one_of(PLACES, ARGV_TEXT), "--split": _choices("test", "train"),
-    "--dataset": _choices("mnist", "fashion_mnist"), "--data-dir": PLACES,
-    "--batch-size": NUMBERS, "--out": st.one_of(PLACES, ARGV_TEXT), "--normalise": SWITCH,
-    "--json": SWITCH, "--image": st.one_of(PLACES, ARGV_TEXT), "--explain": SWITCH,
+    "--dataset": _choices("mnist"), "--data-dir": PLACES,
+    "--batch-size": _values("1", "128", "0", "-1", "10000", "10001", "1000000000"),
+    "--out": st.one_of(PLACES, ARGV_TEXT), "--normalise": SWITCH, "--json": SWITCH,
+    "--image": st.one_of(PLACES, ARGV_TEXT, st.just("pictures")), "--explain": SWITCH,
+    "--non-digits": SWITCH,
 }
 
 
-@_budget(50, 600)
-def test_evaluate_flags_give_success_or_one_line(examples, trained_original, tmp_path, capsys,
-                                                 monkeypatch):
-    """With --ckpt sometimes a real checkpoint, the rest random; the split report and
-    the image predictions are stubbed (the fuzz is of the checks before them)."""
+@pytest.mark.mnist
+@_budget(8, 80)
+def test_evaluate_flags_give_a_real_report_or_one_line(examples, trained_original,
+                                                      mnist_sample, tmp_path, capsys,
+                                                      monkeypatch):
+    """evaluate.py with flag sets drawn over every flag, --ckpt often the real
+    checkpoint, run for real (the data set is the real sample); success or one line,
+    and the checkpoint never changes."""
     import evaluate
+    from lenet_jax import data
 
     _enter_places(tmp_path, monkeypatch)
+    (tmp_path / "pictures").mkdir(exist_ok=True)
+    Image.fromarray(mnist_sample.test.images[0, ..., 0]).save(tmp_path / "pictures/7.png")
+    monkeypatch.setattr(data, "load", lambda name, data_dir=None: mnist_sample)
+    ckpt = shutil.copytree(trained_original, tmp_path / "run", symlinks=True) / "best"
+    kept = tree_digest(tmp_path / "run" / "original" / "checkpoints")
 
     @settings(SEEDED, max_examples=examples)
     @given(argv=_argv(EVALUATE_FLAGS), real=st.booleans())
     def check(argv, real):
-        if real:
-            argv = ["--ckpt", str(trained_original / "best"), *argv]
-        with mock.patch.object(evaluate, "evaluate_split", return_value=0), \
-             mock.patch.object(evaluate, "predict_files", return_value=0):
-            _outcome(evaluate.main, argv, capsys, "evaluate.py")
+        _outcome(evaluate.main, [*(["--ckpt", str(ckpt)] if real else []), *argv], capsys,
+                 "evaluate.py")
+        assert tree_digest(tmp_path / "run" / "original" / "checkpoints") == kept
 
     check()
 
 
-EXPORT_FLAGS = {"--ckpt": st.one_of(PLACES, ARGV_TEXT), "--out": st.one_of(PLACES, ARGV_TEXT),
+EXPORT_FLAGS = {"--ckpt": st.one_of(PLACES, ARGV_TEXT, st.just("run/best")),
+                "--out": st.one_of(PLACES, ARGV_TEXT, st.just("run/best")),
                 "--savedmodel": SWITCH}
 
 
-@_budget(50, 600)
-def test_export_flags_give_success_or_one_line(examples, tmp_path, capsys, monkeypatch):
+@_budget(10, 100)
+def test_export_flags_give_an_artefact_or_one_line(examples, trained_original, tmp_path,
+                                                   capsys, monkeypatch):
+    """The export command line, exporting for real; only the SavedModel (TensorFlow's
+    conversion, seconds an example) is stood in for."""
     from lenet_jax import export
     from lenet_jax.cli import export as export_cli
 
     _enter_places(tmp_path, monkeypatch)
+    shutil.copytree(trained_original, tmp_path / "run", symlinks=True)
+    kept = tree_digest(tmp_path / "run" / "original" / "checkpoints")
 
     @settings(SEEDED, max_examples=examples)
     @given(argv=_argv(EXPORT_FLAGS))
     def check(argv):
-        with mock.patch.object(export, "export_model", return_value=tmp_path / "lenet.jax"), \
-             mock.patch.object(export, "export_savedmodel", return_value=tmp_path / "sm"):
+        with mock.patch.object(export, "export_savedmodel", return_value=tmp_path / "sm"):
             _outcome(export_cli.main, argv, capsys, "lenet_jax.export")
+        assert tree_digest(tmp_path / "run" / "original" / "checkpoints") == kept
 
     check()
 

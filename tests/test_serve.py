@@ -6,11 +6,15 @@ import http.client
 import io
 import json
 import os
+import re
 import shutil
+import signal
 import socket
 import threading
+import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -19,7 +23,7 @@ import reference
 from helpers import ROOT, run_cli, serving
 from PIL import Image
 
-from lenet_jax import evaluation, explain
+from lenet_jax import evaluation, explain, serve
 from lenet_jax.config import recipe
 
 
@@ -291,3 +295,133 @@ def test_page_in_chromium_reads_a_drawn_one_and_seven(mnist_run, tmp_path):
             print(f"screenshot: {screenshot}")
     finally:
         browser.quit()
+
+
+def _raw(url: str, request: bytes, read: bool = True, timeout: float = 30) -> bytes:
+    """``request`` as raw bytes on a new connection; the whole reply (until the server
+    closes or ``timeout``), or b"" when not ``read``."""
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=timeout) as sock:
+        sock.sendall(request)
+        if not read:
+            return b""
+        reply = b""
+        with contextlib.suppress(TimeoutError, ConnectionResetError):
+            while chunk := sock.recv(1 << 16):
+                reply += chunk
+                if _complete(reply):
+                    break
+        return reply
+
+
+def _complete(reply: bytes) -> bool:
+    head, _, body = reply.partition(b"\r\n\r\n")
+    length = re.search(rb"Content-Length: (\d+)", head)
+    return bool(length) and len(body) >= int(length.group(1))
+
+
+def _status_and_json(reply: bytes) -> tuple[int, dict | None]:
+    head, _, body = reply.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    json_body = b"application/json" in head and body
+    return status, json.loads(body) if json_body else None
+
+
+def _post(host: str, body: bytes, extra: str = "", kind: str = "image/png") -> bytes:
+    return (f"POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: {kind}\r\n"
+            f"Content-Length: {len(body)}\r\n{extra}\r\n").encode() + body
+
+
+def _peak_rss_mib(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
+
+
+def test_server_holds_against_bombs_slow_clients_and_other_sites(trained_original):
+    """The page's server as a real process under hostile requests (#24): four 7000x7000
+    PNGs at once keep its peak memory under 1 GB; silent, short and endless requests
+    are cut at --timeout and never stop it answering; more connections than it holds
+    get 503; another site (Host, Origin) gets 403; every method and malformed request
+    gets a JSON error; clients that leave early print nothing; SIGTERM exits 143."""
+    bomb = io.BytesIO()
+    canvas = Image.new("L", (7000, 7000))
+    canvas.paste(255, (3300, 1000, 3700, 6000))  # a 1, so that it is read, not refused
+    canvas.save(bomb, "PNG")
+    picture, stopped = _bar_png(), []
+    with serving(trained_original / "best", "--timeout", "2", stopped=stopped) as url:
+        host, address = urlsplit(url).netloc, (urlsplit(url).hostname, urlsplit(url).port)
+        server_pid = stopped[0].pid
+        results = [None] * 4
+
+        def send_bomb(i: int) -> None:
+            results[i] = _status_and_json(_raw(url, _post(host, bomb.getvalue())))[0]
+
+        threads = [threading.Thread(target=send_bomb, args=(i,)) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert results == [200] * 4
+        assert _peak_rss_mib(server_pid) < 1024
+
+        # Silent, short-bodied and endless requests, and more connections than it holds.
+        idle = [socket.create_connection(address) for _ in range(serve.MAX_CONNECTIONS)]
+        idle[0].sendall(_post(host, picture)[:-100])  # the body cut short
+        idle[1].sendall(b"GET / HTTP/1.1\r\nHost: " + host.encode() + b"\r\n")  # no blank line
+        time.sleep(0.5)  # until the server has accepted them all
+        status, error = _status_and_json(_raw(url, _post(host, picture)))
+        assert status == 503 and "busy" in error["error"]
+        time.sleep(3)  # past --timeout: the silent ones are closed
+        assert _status_and_json(_raw(url, _post(host, picture)))[0] == 200
+        for connection in idle:
+            connection.close()
+        status, error = _status_and_json(_raw(
+            url, f"POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Length: "
+                 "99999999999999999999\r\n\r\n".encode()))
+        assert status == 413 and error["status"] == 413
+
+        # Other sites, other methods, malformed requests, other content.
+        cases = {
+            "another Host": (_post("evil.example:80", picture), 403, "own address"),
+            "a rebound name": (_post(f"evil.example:{urlsplit(url).port}", picture), 403,
+                               "own address"),
+            "another Origin": (_post(host, picture, "Origin: http://evil.example\r\n"), 403,
+                               "another site"),
+            "text/plain": (_post(host, picture, kind="text/plain"), 415, "image/png"),
+            "OPTIONS": (f"OPTIONS /predict HTTP/1.1\r\nHost: {host}\r\n\r\n".encode(), 405,
+                        "not supported"),
+            "an unknown method": (f"BREW / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode(), 405,
+                                  "use GET"),
+            "a malformed request line": (b"GARBAGE\r\n\r\n", 400, ""),
+            "a header line of 70,000 bytes": (
+                f"GET / HTTP/1.1\r\nHost: {host}\r\nX: {'a' * 70000}\r\n\r\n".encode(), 431,
+                ""),
+            "chunked": (f"POST /predict HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: "
+                        "chunked\r\n\r\n0\r\n\r\n".encode(), 411, "Content-Length"),
+        }
+        for name, (request, code, message) in cases.items():
+            status, error = _status_and_json(_raw(url, request))
+            assert (status, error["status"]) == (code, code), name
+            assert message in error["error"], name
+        head = _raw(url, f"HEAD / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode(), timeout=3)
+        assert head.startswith(b"HTTP/1.1 405") and head.endswith(b"\r\n\r\n")
+        same_site = _post(host, picture, f"Origin: http://{host}\r\n")
+        assert _status_and_json(_raw(url, same_site))[0] == 200
+        for _ in range(20):  # clients that leave before the answer
+            _raw(url, _post(host, picture), read=False)
+        assert _status_and_json(_raw(url, _post(host, picture)))[0] == 200
+        os.kill(server_pid, signal.SIGTERM)
+        stopped_at = time.monotonic()
+        while time.monotonic() - stopped_at < 30 and _alive(server_pid):
+            time.sleep(0.1)
+    (server,) = stopped
+    assert server.returncode == 143
+    assert server.stderr.read() == ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -423,3 +423,16 @@ def test_a_run_compiles_each_program_once_and_nothing_per_epoch(tiny_dataset, tm
         "jit(_plan)": 1, "jit(train_epoch_scan)": 1,
         "jit(_evaluation)": 2,  # validation and test: two shapes
     }, requested
+
+
+def test_a_metrics_log_cut_short_reads_its_whole_lines(tmp_path):
+    """A crash mid-append leaves a cut last line; resuming reads the whole lines before it
+    (the checkpoints say where the run stands) instead of failing on it."""
+    from lenet_jax.reporting import METRICS_FILE, read_metrics
+
+    records = [{"epoch": 1, "val_accuracy": 0.9}, {"epoch": 2, "val_accuracy": 0.95}]
+    text = "".join(json.dumps(r) + "\n" for r in records)
+    (tmp_path / METRICS_FILE).write_text(text + '{"epoch": 3, "val_acc')
+    assert read_metrics(tmp_path) == records
+    (tmp_path / METRICS_FILE).write_text(text + "[1, 2]\n\n")
+    assert read_metrics(tmp_path) == records

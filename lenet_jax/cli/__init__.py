@@ -9,16 +9,20 @@ below are those of ``train.py``, ``evaluate.py``, ``python -m lenet_jax.export``
 
 from __future__ import annotations
 
+import _thread
 import argparse
+import contextlib
 import dataclasses
 import logging
 import os
 import re
+import signal
 import sys
 import tempfile
+import threading
 import traceback
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal, NoReturn
 
@@ -31,6 +35,12 @@ EXIT_DIVERGED = 3  # the loss became NaN/Inf; the last good checkpoint is kept
 EXIT_WRITE = 4  # a write failed part-way (full or read-only disk); what was saved is kept
 EXIT_PEER_LOST = 5  # --distributed: another process of the run stopped; all resume
 EXIT_INTERRUPTED = 130  # Ctrl-C / SIGINT; resume with --resume
+EXIT_TERMINATED = 143  # SIGTERM (kill, a scheduler's stop); resume with --resume
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: the tool stops as on Ctrl-C (a KeyboardInterrupt wherever one is
+    handled), with its own word and exit code."""
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -74,24 +84,72 @@ def tolerant_console() -> None:
 
 def quiet_libraries() -> None:
     """Keep Orbax's and TensorStore's own reports of a failure (log records with
-    tracebacks, exceptions in their background threads) off the terminal: the tools
-    report every failure themselves, in one line."""
+    tracebacks) off the terminal: the tools report every failure themselves, in one
+    line."""
     for library in ("absl", "asyncio"):  # asyncio: futures of a failed save, at exit
         logging.getLogger(library).setLevel(logging.CRITICAL)
-    sys.unraisablehook = lambda unraisable: None
+
+
+def stopped(stop: KeyboardInterrupt) -> tuple[str, int]:
+    """What a stop by Ctrl-C or SIGTERM is called, and its exit code."""
+    if isinstance(stop, Terminated):
+        return "terminated", EXIT_TERMINATED
+    return "interrupted", EXIT_INTERRUPTED
+
+
+def _terminate(signum: int, frame: object) -> NoReturn:
+    raise Terminated
+
+
+def _unraisable(unraisable: sys.UnraisableHookArgs) -> None:
+    """Exceptions nobody can catch (in a garbage collector's callback, a library's
+    thread at exit) stay off the terminal; a Ctrl-C or SIGTERM that landed in one is
+    delivered again to the main thread, so that it is not lost."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):
+        terminated = isinstance(unraisable.exc_value, Terminated)
+        _thread.interrupt_main(signal.SIGTERM if terminated else signal.SIGINT)
+
+
+@contextlib.contextmanager
+def _stops() -> Iterator[None]:
+    """SIGTERM stops as Ctrl-C does, and neither is lost in a callback; the process's
+    handlers are as they were afterwards. A signal the process was started ignoring (a
+    background job's SIGINT, nohup's) stays ignored."""
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM), sys.unraisablehook
+    if in_main and previous[0] is not signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, _terminate)
+    sys.unraisablehook = _unraisable
+    try:
+        yield
+    finally:
+        if in_main and previous[0] is not signal.SIG_IGN:
+            signal.signal(signal.SIGTERM, previous[0])
+        sys.unraisablehook = previous[1]
+
+
+def exit(code: int) -> NoReturn:  # noqa: A001 (the tools' sys.exit)
+    """``sys.exit(code)``, with a Ctrl-C or SIGTERM during the interpreter's clean-up
+    ending the process at once rather than printing a traceback."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, lambda signum, frame: os._exit(128 + signum))
+    sys.exit(code)
 
 
 def guarded(prog: str, body: Callable[[], int]) -> int:
     """Run a command's ``body`` inside its one error boundary: a ``UserError`` is one
-    line (naming the flag a setting came from) and exit 2, Ctrl-C exit 130, anything
-    unexpected one line pointing at a file with the traceback, exit 70."""
+    line (naming the flag a setting came from) and exit 2, Ctrl-C exit 130, SIGTERM 143,
+    anything unexpected one line pointing at a file with the traceback, exit 70."""
     try:
-        return body()
+        with _stops():
+            return body()
     except UserError as err:
         return fail(prog, describe(err))
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as stop:
+        word, code = stopped(stop)
+        print(f"{prog}: {word}", file=sys.stderr)
+        return code
     except Exception as err:
         log = Path(tempfile.gettempdir()) / f"{re.sub(r'[^a-z]', '-', prog)}-{os.getpid()}.log"
         log.write_text(traceback.format_exc())

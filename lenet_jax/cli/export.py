@@ -23,6 +23,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def export(args: argparse.Namespace, prog: str) -> int:
+    from lenet_jax import checkpoint
+
+    if checkpoint.writes_into_checkpoints(args.out, args.ckpt):
+        return cli.fail(prog, f"--out {args.out} is inside the checkpoint; choose another "
+                              "directory")
     if problem := cli.unwritable(args.out, "--out"):
         return cli.fail(prog, problem)
     cli.quiet_libraries()
