@@ -118,6 +118,10 @@ CASES = [
     Case(2, "--name best --resume", train("--workdir", "{W2}", "--name", "best", "--resume")),
     Case(2, "--name best --overwrite", train("--workdir", "{W2}", "--name", "best",
                                              "--overwrite")),
+    # 3: a full disk (a tmpfs of each size) under the run, 3 epochs
+    *[Case(3, f"full disk: a {size} tmpfs", train("--workdir", "{D}/disk", "--epochs", "3"),
+           setup=lambda f, w, size=size: _tmpfs(f / "disk", size))
+      for size in ("400k", "600k", "800k", "1m", "1200k", "1500k", "1800k", "2300k")],
     # 5: a cache (a speed-up) that cannot be written
     Case(5, "LENET_JAX_CACHE is a file", train("--workdir", "{D}/W"),
          env={"LENET_JAX_CACHE": "{D}/file"}, setup=_write("file", "x")),
@@ -130,7 +134,7 @@ CASES = [
     Case(6, "--warmup-epochs inf", train("--workdir", "{D}/W", "--warmup-epochs", "inf")),
     Case(6, "--lr nan", train("--workdir", "{D}/W", "--lr", "nan")),
     Case(6, "--lr inf", train("--workdir", "{D}/W", "--lr", "inf")),
-    Case(6, "--weight-decay -inf", train("--workdir", "{D}/W", "--weight-decay", "-inf")),
+    Case(6, "--weight-decay=-inf", train("--workdir", "{D}/W", "--weight-decay=-inf")),
     Case(6, "--seed 2147483648", train("--workdir", "{D}/W", "--seed", "2147483648")),
     Case(6, "--seed -1", train("--workdir", "{D}/W", "--seed", "-1")),
     Case(6, "--batch-size 55000", train("--workdir", "{D}/W", "--batch-size", "55000",
@@ -235,6 +239,19 @@ CASES = [
 ]
 
 
+def _tmpfs(target: Path, size: str) -> None:
+    target.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(target)],
+                   check=True)
+
+
+def _unmount_under(folder: Path) -> None:
+    for line in Path("/proc/mounts").read_text().splitlines():
+        point = line.split()[1]
+        if point.startswith(str(folder)):
+            subprocess.run(["umount", "-l", point], capture_output=True)
+
+
 def _fashion_1d(folder: Path) -> None:
     import gzip
 
@@ -290,6 +307,7 @@ def run_case(case: Case, python: str, folder: Path, workdir: Path) -> dict:
     return {"group": case.group, "case": case.name, "exit": process.returncode,
             "traceback": "Traceback (most recent call last)" in text
                          or "Exception ignored" in text,
+            "internal": process.returncode == 70,
             "stderr_lines": len(err.strip().splitlines()),
             "seconds": round(time.monotonic() - started, 1),
             "last": (err.strip().splitlines() or [""])[-1][:150]}
@@ -318,13 +336,16 @@ def main() -> int:
             print(f"{row['group']:>2}  {row['case'][:48]:48s} exit {row['exit']:>4}  "
                   f"{'TRACEBACK' if row['traceback'] else 'ok':9s} {row['seconds']:5.1f}s  "
                   f"{row['last']}", flush=True)
+            _unmount_under(folder)
             subprocess.run(["chmod", "-R", "u+rwx", str(folder)], capture_output=True)
     tracebacks = sum(r["traceback"] for r in rows)
+    internal = sum(r["internal"] for r in rows)
     changed = sum(r["checkpoint_changed"] for r in rows)
-    print(f"{len(rows)} cases: {tracebacks} tracebacks, {changed} changed the checkpoint")
+    print(f"{len(rows)} cases: {tracebacks} tracebacks, {internal} internal errors (exit 70), "
+          f"{changed} changed the checkpoint")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
-    return 1 if tracebacks or changed else 0
+    return 1 if tracebacks or internal or changed else 0
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ import atexit
 import contextlib
 import json
 import os
+import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,11 +39,26 @@ def enable_compilation_cache() -> Path | None:
     import jax
 
     directory = compilation_cache_dir()
+    if directory is not None and (problem := _unusable(directory)):
+        # A speed-up: without it every program is compiled anew, and the work goes on.
+        print(f"note: the compilation cache cannot be used ({problem}: {directory}); "
+              "compiling anew each time", file=sys.stderr)
+        return None
     if directory is not None:
         jax.config.update("jax_compilation_cache_dir", os.fspath(directory))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return directory
+
+
+def _unusable(directory: Path) -> str | None:
+    """Why ``directory`` cannot keep compiled programs, or None."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=directory).close()
+    except OSError as err:
+        return err.strerror or str(err)
+    return None
 
 
 @contextlib.contextmanager

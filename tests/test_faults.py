@@ -124,6 +124,26 @@ def test_an_unexpected_error_is_one_line_and_exit_70_with_the_traceback_in_a_fil
     log.unlink()
 
 
+def test_a_ctrl_c_that_lands_in_a_callback_still_stops_the_tool(capsys):
+    """Python hands an exception raised in a finaliser or a garbage collector's callback
+    (JAX's runs after each collection) to sys.unraisablehook and carries on; a Ctrl-C
+    that lands there used to be lost, and the tool trained on to exit 0. The boundary
+    delivers it again: one line, exit 130."""
+    class Finaliser:
+        def __del__(self):
+            raise KeyboardInterrupt
+
+    def body() -> int:
+        Finaliser()  # collected at once: its KeyboardInterrupt is "unraisable"
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            time.sleep(0.01)
+        return 0
+
+    assert cli.guarded("train.py", body) == 130
+    assert capsys.readouterr().err == "train.py: interrupted\n"
+
+
 def test_an_error_line_escapes_what_a_terminal_would_obey(capsys):
     from lenet_jax import cli
 
@@ -173,6 +193,27 @@ def test_existing_run_is_not_overwritten_without_asking(tmp_path, capsys):
     line = _one_error_line(_train_main(capsys, "--workdir", str(tmp_path / "runs")))
     assert "already exists; pass --resume to continue it or --overwrite" in line
     assert (run_dir / "metrics.jsonl").read_text() == "precious\n"
+
+
+def test_a_compilation_cache_that_cannot_be_used_is_a_note_and_the_work_goes_on(
+        trained_original, tmp_path):
+    """$LENET_JAX_CACHE naming a file: the compiled programs cannot be kept, which is
+    said once; the picture is still read (JAX's own warnings used to reach the terminal
+    for every program)."""
+    (tmp_path / "a-file").write_text("x")
+    picture = tmp_path / "one.png"
+    canvas = Image.new("L", (28, 28))
+    canvas.paste(255, (12, 4, 16, 24))
+    canvas.save(picture)
+    env = dict(os.environ, LENET_JAX_CACHE=str(tmp_path / "a-file"),
+               LENET_JAX_COMPILATION_CACHE="")
+    result = subprocess.run([sys.executable, "evaluate.py", "--ckpt",
+                             str(trained_original / "best"), "--image", str(picture)],
+                            cwd=ROOT, capture_output=True, text=True, env=env)
+    assert result.returncode == 0 and result.stdout.startswith(f"{picture}: ")
+    assert result.stderr.splitlines() == [
+        f"note: the compilation cache cannot be used (Not a directory: "
+        f"{tmp_path / 'a-file' / 'xla'}); compiling anew each time"]
 
 
 def test_a_first_run_that_saved_nothing_does_not_block_a_rerun(tiny_dataset, tmp_path, capsys,

@@ -337,6 +337,7 @@ def _peak_rss_mib(pid: int) -> float:
     return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
 
 
+@pytest.mark.slow
 def test_server_holds_against_bombs_slow_clients_and_other_sites(trained_original):
     """The page's server as a real process under hostile requests (#24): four 7000x7000
     PNGs at once keep its peak memory under 1 GB; silent, short and endless requests

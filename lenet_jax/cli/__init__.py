@@ -106,8 +106,10 @@ def _unraisable(unraisable: sys.UnraisableHookArgs) -> None:
     thread at exit) stay off the terminal; a Ctrl-C or SIGTERM that landed in one is
     delivered again to the main thread, so that it is not lost."""
     if isinstance(unraisable.exc_value, KeyboardInterrupt):
-        terminated = isinstance(unraisable.exc_value, Terminated)
-        _thread.interrupt_main(signal.SIGTERM if terminated else signal.SIGINT)
+        signum = signal.SIGTERM if isinstance(unraisable.exc_value, Terminated) else signal.SIGINT
+        # From another thread, once this hook has returned: raised inside it, the
+        # interrupt would be swallowed again.
+        threading.Timer(0.01, _thread.interrupt_main, (signum,)).start()
 
 
 @contextlib.contextmanager
