@@ -60,11 +60,21 @@ def load(path: Path = MUTATIONS) -> list[Mutation]:
     return [Mutation(**{**row, "tests": tuple(row["tests"])}) for row in rows]
 
 
+# Outside a git checkout (an unpacked sdist), what is not source.
+NOT_SOURCE = {".venv", ".wheel-venv", "dist", "build", "__pycache__", ".pytest_cache",
+              ".ruff_cache", ".hypothesis"}
+
+
 def checkout_files() -> list[str]:
-    """The checkout's files as git sees them: tracked, and new ones not ignored."""
+    """The checkout's files as git sees them: tracked, and new ones not ignored; outside
+    a git checkout, every file but environments, builds and caches."""
     listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT,
-                            capture_output=True, text=True, check=True).stdout
-    return [name for name in listed.split("\0") if name and (ROOT / name).is_file()]
+                            capture_output=True, text=True)
+    if listed.returncode != 0 or not (ROOT / ".git").exists():
+        return sorted(str(p.relative_to(ROOT)) for p in ROOT.rglob("*")
+                      if p.is_file() and not NOT_SOURCE & set(p.relative_to(ROOT).parts)
+                      and not any(part.endswith(".egg-info") for part in p.parts))
+    return [name for name in listed.stdout.split("\0") if name and (ROOT / name).is_file()]
 
 
 def copy_checkout(files: list[str], into: Path) -> Path:

@@ -1,5 +1,13 @@
 """lenet-jax: the LeNet-5 family in JAX/Flax.
 
+A trained model, in three lines:
+
+    import lenet_jax
+    model, params, metadata = lenet_jax.load("runs/best")
+    probabilities = lenet_jax.predict(model, params, uint8_images)  # (N, 28, 28[, 1])
+
+A new one:
+
     import jax, lenet_jax
     model, input_shape = lenet_jax.create_model("original")
     params = lenet_jax.init_params(model, jax.random.key(0))
@@ -15,6 +23,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from lenet_jax.checkpoint import load
+    from lenet_jax.inference import predict
     from lenet_jax.models import (
         PRESETS,
         LeNet,
@@ -27,7 +37,12 @@ if TYPE_CHECKING:
         summary,
     )
 
+# name -> the module that defines it
+_HOMES = {"load": "lenet_jax.checkpoint", "predict": "lenet_jax.inference"}
 __all__ = [
+    "__version__",
+    "load",
+    "predict",
     "PRESETS",
     "LeNet",
     "Preset",
@@ -41,8 +56,15 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("lenet-jax")
+        except PackageNotFoundError:  # a checkout on sys.path, not installed
+            return "0+unknown"
     if name in __all__:
-        return getattr(importlib.import_module("lenet_jax.models"), name)
+        return getattr(importlib.import_module(_HOMES.get(name, "lenet_jax.models")), name)
     raise AttributeError(f"module 'lenet_jax' has no attribute {name!r}")
 
 

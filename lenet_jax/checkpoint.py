@@ -258,3 +258,11 @@ def restore_for_inference(path: str | os.PathLike) -> tuple[Any, dict]:
     finally:
         manager.close()
     return params, metadata
+
+
+def load(path: str | os.PathLike) -> tuple[models.LeNet, Any, dict]:
+    """(model, params, metadata) of a trained checkpoint, ready for ``inference.predict``:
+    ``path`` as ``resolve_step`` takes it (``runs/best``, a run directory, a step)."""
+    params, metadata = restore_for_inference(path)
+    model, _ = models.create_model(metadata["preset"])
+    return model, params, metadata

@@ -85,6 +85,19 @@ def predict_images(module: models.LeNet, params: Any, images: np.ndarray,
     return np.asarray(jax.nn.softmax(logits[:len(images)], axis=-1)), kept
 
 
+def predict(module: models.LeNet, params: Any, images: Any) -> np.ndarray:
+    """Class probabilities (N, classes) for uint8 MNIST-style images, white on black:
+    (N, 28, 28) or (N, 28, 28, 1), or one image (28, 28)."""
+    images = np.asarray(images)
+    if images.dtype != np.uint8:
+        raise TypeError(f"images must be uint8 (0-255), got {images.dtype}")
+    if images.ndim == 2:
+        images = images[None]
+    if images.ndim == 3:
+        images = images[..., None]
+    return predict_images(module, params, images)[0]
+
+
 def evaluate(module: models.LeNet, params: Any, images: Any, labels: Any,
              statistics: bool = False) -> dict[str, Any]:
     """Mean cross-entropy and accuracy over a whole split, in one compiled call; with

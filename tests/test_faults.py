@@ -165,6 +165,27 @@ def test_evaluate_refuses_an_out_inside_the_checkpoint(trained_original, capsys)
     assert tree_digest(trained_original) == before
 
 
+def test_lenet_jax_commands_are_the_tools_themselves(tmp_path):
+    """``python -m lenet_jax COMMAND`` (the ``lenet-jax`` console script) gives each
+    tool's own lines and exit codes; ``--version`` is the package's; a missing or unknown
+    command is one line, exit 2."""
+    import tomllib
+
+    script = run_cli("train.py", "--epochs", "0")
+    module = run_cli("-m", "lenet_jax", "train", "--epochs", "0")
+    assert (module.returncode, module.stdout, module.stderr) == (
+        script.returncode, script.stdout, script.stderr) == (
+        2, "", "train.py: error: --epochs must be positive, got 0\n")
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    version = run_cli("-m", "lenet_jax", "--version")
+    assert (version.returncode, version.stdout) == (0, f"lenet-jax {declared}\n")
+    for argv, said in ((["bogus"], "unknown command 'bogus'"), ([], "a command is needed")):
+        result = run_cli("-m", "lenet_jax", *argv)
+        assert result.returncode == 2 and result.stderr == (
+            f"lenet-jax: error: {said}; choose train, evaluate, serve or export (--help says "
+            "what each does)\n")
+
+
 def test_a_bad_flag_is_one_line_and_exit_2_from_the_process(tmp_path):
     result = run_cli("train.py", "--workdir", str(tmp_path / "runs"), "--epochs", "-3")
     assert _one_error_line(result) == "train.py: error: --epochs must be positive, got -3"

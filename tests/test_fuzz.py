@@ -3,8 +3,12 @@ the flags of train.py, evaluate.py and export, the image reader, and damaged
 checkpoints. Every outcome is success or one line on stderr with a documented exit code;
 an exception escaping ``main`` is the traceback a user would see, and fails the test."""
 
+import contextlib
 import io
+import json
 import shutil
+import tempfile
+import threading
 from pathlib import Path
 from unittest import mock
 
@@ -387,3 +391,180 @@ def _damage(victim: Path, damage: str, where: float) -> None:
         victim.mkdir()
     else:
         victim.write_bytes(b"")
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.floats(allow_nan=False)
+    | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner,
+                                                                max_size=4),
+    max_leaves=8)
+
+
+@_budget(12, 150)
+def test_metadata_edited_at_random_is_read_or_refused_in_one_line(
+        examples, trained_original, tmp_path, capsys):
+    """One key of a real checkpoint's metadata deleted, renamed or given any JSON value:
+    evaluate.py (a picture, so the edit is read, not the data) answers or refuses in one
+    line, and so does --resume, which never starts on it; no traceback, no exit 70."""
+    import json as json_module
+
+    import evaluate
+    import train
+    from lenet_jax import training
+
+    picture = tmp_path / "one.png"
+    Image.fromarray(np.eye(28, dtype=np.uint8) * 255).save(picture)
+    original = trained_original / "original" / "checkpoints" / "3" / "metadata" / "metadata"
+    keys = sorted(json_module.loads(original.read_text()))
+
+    @settings(SEEDED, max_examples=examples)
+    @given(key=st.sampled_from(keys), edit=st.sampled_from(["delete", "rename", "value"]),
+           value=JSON_VALUES)
+    def check(key, edit, value):
+        workdir = Path(tempfile.mkdtemp(dir=tmp_path))
+        shutil.copytree(trained_original, workdir / "runs", symlinks=True)
+        file = workdir / "runs/original/checkpoints/3/metadata/metadata"
+        metadata = json_module.loads(file.read_text())
+        edited = metadata.pop(key)
+        if edit == "rename":
+            metadata[key + "_x"] = edited
+        elif edit == "value":
+            metadata[key] = value
+        file.write_text(json_module.dumps(metadata))
+        event(f"{edit} {key}")
+        _outcome(evaluate.main, ["--ckpt", str(workdir / "runs/original"), "--image",
+                                 str(picture)], capsys, "evaluate.py")
+        with mock.patch.object(training, "compile_epoch", side_effect=_Restored):
+            try:
+                _outcome(train.main, trained_flags("--workdir", str(workdir / "runs"),
+                                                   "--name", "original", "--resume",
+                                                   "--epochs", "4", "--no-progress"),
+                         capsys, "train.py")
+            except _Restored:
+                capsys.readouterr()
+        shutil.rmtree(workdir)
+
+    check()
+
+
+@_budget(10, 100)
+def test_an_array_cache_damaged_at_random_is_rebuilt(examples, fake_tfds, tmp_path,
+                                                     monkeypatch, capsys):
+    """The array cache cut, flipped, grown, emptied or replaced by a directory at a random
+    place: the next load gives the data set TFDS holds and leaves a sound cache."""
+    from lenet_jax import data
+
+    data_dir, _ = fake_tfds
+    monkeypatch.setenv("LENET_JAX_CACHE", str(tmp_path / "cache"))
+    truth = data.load("mnist", data_dir, verify=False)
+    cache = data.array_cache_path("mnist", data_dir)
+    sound = cache.read_bytes()
+
+    @settings(SEEDED, max_examples=examples)
+    @given(damage=st.sampled_from(["truncate", "flip", "grow", "empty", "directory"]),
+           where=st.floats(0, 1), byte=st.integers(1, 255))
+    def check(damage, where, byte):
+        cut = int(where * (len(sound) - 1))
+        if damage == "directory":
+            cache.unlink()
+            cache.mkdir()
+        else:
+            cache.write_bytes({"truncate": sound[:cut],
+                               "flip": sound[:cut] + bytes([sound[cut] ^ byte]) + sound[cut + 1:],
+                               "grow": sound[:cut] + bytes([byte]) * 64 + sound[cut:],
+                               "empty": b""}[damage])
+        loaded = data.load("mnist", data_dir, verify=False)
+        capsys.readouterr()
+        np.testing.assert_array_equal(loaded.train.images, truth.train.images)
+        np.testing.assert_array_equal(loaded.test.labels, truth.test.labels)
+        if cache.is_dir():  # a directory in its place is not deleted: a note, no cache
+            cache.rmdir()
+        cache.write_bytes(sound)
+
+    check()
+
+
+HTTP_METHODS = st.sampled_from(["GET", "POST", "HEAD", "PUT", "OPTIONS", "DELETE", "BREW",
+                                "get", "POST /predict", ""])
+HTTP_PATHS = st.sampled_from(["/", "/predict", "/index.html", "/x", "//", "*", "/predict?x=1",
+                              "http://evil.example/", ""])
+
+
+@st.composite
+def _http_request(draw, host: str, picture: bytes) -> bytes:
+    """A raw request: a method, a path, headers of every kind, some wrong, and a body."""
+    body = draw(st.one_of(st.just(picture), st.binary(max_size=300),
+                          st.just(picture[:len(picture) // 2]), st.just(b"")))
+    length = draw(st.one_of(st.just(str(len(body))), st.sampled_from(
+        ["-1", "0", "99999999999999999999", "x", "", str(len(body) + 5), "1048577"])))
+    headers = {
+        "Host": draw(st.sampled_from([host, "evil.example", "", host.upper(), f"{host}:1"])),
+        "Content-Length": length,
+        "Content-Type": draw(st.sampled_from(["image/png", "image/jpeg", "text/plain",
+                                              "application/octet-stream", "", "image/png; x"])),
+        "Origin": draw(st.sampled_from([None, f"http://{host}", "http://evil.example",
+                                        "null"])),
+        "Transfer-Encoding": draw(st.sampled_from([None, None, "chunked"])),
+    }
+    lines = [f"{draw(HTTP_METHODS)} {draw(HTTP_PATHS)} "
+             f"{draw(st.sampled_from(['HTTP/1.1', 'HTTP/1.0', 'HTTP/9', '']))}"]
+    lines += [f"{name}: {value}" for name, value in headers.items()
+              if value is not None and draw(st.booleans() | st.just(True))]
+    junk = draw(st.sampled_from(["", "X: " + "a" * 70000 + "\r\n", "no colon here\r\n"]))
+    return ("\r\n".join(lines) + "\r\n" + junk + "\r\n").encode("latin-1") + body
+
+
+@_budget(40, 400)
+def test_raw_http_requests_get_an_answer_or_a_closed_connection(examples, trained_original):
+    """Requests drawn over methods, paths, versions, Host, Origin, Content-Type and
+    -Length, and bodies (pictures, cut pictures, bytes) against the real server: each
+    is answered with a status line and, for an error, a JSON body, or the connection
+    is closed; the server answers a good request after each."""
+    import http.client
+    import socket as socket_module
+
+    from lenet_jax import serve
+
+    predictor = evaluation.Predictor.load(trained_original / "best")
+    server = serve.make_server(predictor, "127.0.0.1", 0, timeout=0.5)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    host = f"127.0.0.1:{server.server_address[1]}"
+    picture = io.BytesIO()
+    Image.fromarray(np.eye(28, dtype=np.uint8) * 255).save(picture, "PNG")
+
+    def exchange(raw: bytes) -> bytes:
+        with socket_module.create_connection(server.server_address[:2], timeout=10) as sock:
+            with contextlib.suppress(OSError):
+                sock.sendall(raw)
+            reply = b""
+            with contextlib.suppress(OSError):
+                while chunk := sock.recv(1 << 16):
+                    reply += chunk
+            return reply
+
+    @settings(SEEDED, max_examples=examples)
+    @given(raw=_http_request(host, picture.getvalue()))
+    def check(raw):
+        reply = exchange(raw)
+        if reply:
+            head, _, body = reply.partition(b"\r\n\r\n")
+            status = int(head.split(b" ", 2)[1])
+            event(f"status {status}")
+            assert status in (200, 400, 403, 404, 405, 408, 411, 413, 414, 415, 431, 503), head
+            if status >= 400 and body:  # an error closes the connection: its body is last
+                assert json.loads(body)["status"] == status
+        else:
+            event("closed")
+        connection = http.client.HTTPConnection(*server.server_address[:2], timeout=30)
+        connection.request("POST", "/predict", picture.getvalue(),
+                           {"Content-Type": "image/png"})
+        assert connection.getresponse().status == 200
+        connection.close()
+
+    try:
+        check()
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -9,7 +9,9 @@ from helpers import ROOT, run_cli
 
 PACKAGE = ROOT / "lenet_jax"
 # What each library module may import from the package: the layers below it. The
-# command lines (lenet_jax/cli/, train.py, evaluate.py) may import anything.
+# command lines (lenet_jax/cli/, lenet_jax/__main__.py, and the train.py and evaluate.py
+# shims) may import anything.
+COMMAND_LINES = {"__main__"}
 MAY_IMPORT = {
     "errors": set(),
     "files": set(),
@@ -29,7 +31,7 @@ MAY_IMPORT = {
     "serve": {"evaluation", "explain"},
     "training": {"checkpoint", "config", "data", "inference", "models", "rejection",
                  "reporting", "runtime"},
-    "__init__": {"models"},
+    "__init__": {"checkpoint", "inference", "models"},
 }
 
 
@@ -58,7 +60,7 @@ def _package_imports(path) -> set[str]:
 
 
 def test_every_library_module_has_its_place_in_the_layers():
-    assert {p.stem for p in PACKAGE.glob("*.py")} == set(MAY_IMPORT)
+    assert {p.stem for p in PACKAGE.glob("*.py")} - COMMAND_LINES == set(MAY_IMPORT)
 
 
 @pytest.mark.parametrize("module", sorted(MAY_IMPORT))

@@ -74,12 +74,16 @@ def start(args: argparse.Namespace) -> str | None:
 
 
 def supervise(command: list[str]) -> int:
-    """Run ``command`` (this train.py, --distributed) as a child, and end in one line
+    """Run ``command`` (``lenet-jax train --distributed ...``) as a child, and end in one line
     when JAX's distributed service aborts it because another process is gone: the
     service's default is a C++ abort with a stack trace, and JAX gives Python no say."""
     log = Path(tempfile.gettempdir()) / f"lenet-jax-distributed-{os.getpid()}.log"
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the child, which reports it
-    child = subprocess.Popen(command, env=dict(os.environ, **{CHILD_LOG: str(log)}),
+    # The child imports this package as its parent did, installed or from a checkout.
+    root = str(Path(__file__).resolve().parents[2])
+    path = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
+    child = subprocess.Popen(command, env=dict(os.environ, PYTHONPATH=path,
+                                               **{CHILD_LOG: str(log)}),
                              preexec_fn=_die_with_parent)
     signal.signal(signal.SIGTERM, lambda signum, _: child.send_signal(signum))
     code = child.wait()

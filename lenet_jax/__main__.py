@@ -1,0 +1,45 @@
+"""``lenet-jax COMMAND ...`` and ``python -m lenet_jax COMMAND ...``: one entry point for
+the four command lines, each with exactly its own flags, messages and exit codes."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from lenet_jax import cli
+
+# command -> (module of its command line, what it does)
+COMMANDS = {
+    "train": ("lenet_jax.cli.train", "train a preset on MNIST or Fashion-MNIST"),
+    "evaluate": ("lenet_jax.cli.evaluate", "report on a checkpoint, or read your pictures"),
+    "serve": ("lenet_jax.cli.serve", "a page to draw digits on, and its JSON endpoint"),
+    "export": ("lenet_jax.cli.export", "a jax.export artefact (and a SavedModel)"),
+}
+
+
+def usage() -> str:
+    lines = [f"  {name:9s} {what}" for name, (_, what) in COMMANDS.items()]
+    return ("usage: lenet-jax {train,evaluate,serve,export} ... | --version\n\n"
+            "commands:\n" + "\n".join(lines) + "\n\n'lenet-jax COMMAND --help' lists a "
+            "command's flags.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["--version"], ["-V"]):
+        import lenet_jax
+
+        print(f"lenet-jax {lenet_jax.__version__}")
+        return cli.EXIT_OK
+    if argv[:1] in (["--help"], ["-h"]):
+        print(usage())
+        return cli.EXIT_OK
+    if not argv or argv[0] not in COMMANDS:
+        given = f"unknown command {argv[0]!r}" if argv else "a command is needed"
+        return cli.fail("lenet-jax", f"{given}; choose train, evaluate, serve or export "
+                                     "(--help says what each does)")
+    return importlib.import_module(COMMANDS[argv[0]][0]).main(argv[1:])
+
+
+if __name__ == "__main__":
+    cli.exit(main())
