@@ -30,17 +30,36 @@ def read_metrics(run_dir: Path) -> list[dict]:
     return records
 
 
+# An epoch record's curves as TensorBoard shows them: grouped, so that train, validation
+# and test share a chart (a record's other numbers, its step and compile time, are not
+# curves).
+TENSORBOARD_TAGS = {
+    "train_loss": "loss/train", "val_loss": "loss/val", "test_loss": "loss/test",
+    "train_accuracy": "accuracy/train", "val_accuracy": "accuracy/val",
+    "test_accuracy": "accuracy/test", "test_rejected": "not_a_digit/test_rejected",
+    "learning_rate": "optimizer/learning_rate",
+    "images_per_second": "speed/images_per_second", "epoch_seconds": "speed/epoch_seconds",
+}
+
+
 class MetricsLog:
     """Appends epoch records; on resume, drops records past the epoch resumed from
-    (written after that epoch's checkpoint, before a crash)."""
+    (written after that epoch's checkpoint, before a crash). ``config`` goes to
+    TensorBoard as text; ``selection`` names the accuracy that chooses runs/best."""
 
-    def __init__(self, run_dir: Path, resume_epoch: int = 0, write: bool = True):
+    def __init__(self, run_dir: Path, resume_epoch: int = 0, write: bool = True,
+                 config: dict | None = None, selection: str = "val_accuracy"):
         self.run_dir, self.write = Path(run_dir), write  # write: False on processes but 0
+        self.selection = selection
         self.path = self.run_dir / METRICS_FILE
         self.records = [r for r in read_metrics(self.run_dir) if r["epoch"] <= resume_epoch]
         if self.write:
             self.path.write_text("".join(json.dumps(r) + "\n" for r in self.records))
             self.writer = _summary_writer(self.run_dir / "tensorboard")
+            if config is not None:
+                rows = "\n".join(f"| {k} | {v} |" for k, v in config.items())
+                self.writer.add_text("config", f"| setting | value |\n|---|---|\n{rows}",
+                                     resume_epoch)
 
     def append(self, record: dict) -> None:
         self.records.append(record)
@@ -48,10 +67,16 @@ class MetricsLog:
             return
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
-        for key, value in record.items():
-            if key != "epoch" and isinstance(value, int | float):
-                self.writer.add_scalar(key, value, record["epoch"])
+        for key, tag in TENSORBOARD_TAGS.items():
+            if isinstance(record.get(key), int | float):
+                self.writer.add_scalar(tag, record[key], record["epoch"])
         self.writer.flush()
+
+    def selected_epoch(self) -> int | None:
+        """The epoch runs/best names: the highest selection accuracy, the latest of equals
+        (as the checkpoints choose it)."""
+        scored = [(r[self.selection], r["epoch"]) for r in self.records if self.selection in r]
+        return max(scored)[1] if scored else None
 
     def close(self) -> None:
         """Draw the curves and close the TensorBoard file."""
@@ -78,9 +103,15 @@ class MetricsLog:
                 acc_ax.plot(epochs, [100 * r[key] for r in self.records], marker="o", label=label)
         loss_ax.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
         acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+        selected = self.selected_epoch()
         for ax in (loss_ax, acc_ax):
+            if selected is not None:
+                ax.axvline(selected, color="gray", linestyle="--",
+                           label=f"runs/best: epoch {selected}")
             ax.grid(alpha=0.3)
             ax.legend()
+        fig.suptitle(f"{self.run_dir.name}: {len(self.records)} epochs, best chosen on "
+                     f"{'validation' if self.selection == 'val_accuracy' else 'test'} accuracy")
         fig.tight_layout()
         path = self.run_dir / CURVES_FILE
         with files.replacing(path) as tmp:

@@ -89,23 +89,34 @@ def steps_per_epoch(num_examples: int, batch_size: int) -> int:
 def make_optimizer(config: TrainConfig, num_steps_per_epoch: int) -> optax.GradientTransformation:
     """Adam with a constant rate, or linear warmup then cosine decay to 0 at the end;
     with weight decay as PyTorch's ``Adam(weight_decay=)`` does it."""
+    return _adam(learning_rate_schedule(config, num_steps_per_epoch), config.weight_decay)
+
+
+def learning_rate_schedule(config: TrainConfig,
+                           num_steps_per_epoch: int) -> float | optax.Schedule:
+    """The learning rate: a constant, or linear warmup then cosine decay to 0 over all
+    the epochs' steps (``learning_rate_at`` reads either)."""
     if config.schedule == "cosine":
-        return _adam(config.learning_rate, config.weight_decay,
-                     config.epochs * num_steps_per_epoch,
-                     int(config.warmup_epochs * num_steps_per_epoch))
-    return _adam(config.learning_rate, config.weight_decay)
+        return _cosine(config.learning_rate, config.epochs * num_steps_per_epoch,
+                       int(config.warmup_epochs * num_steps_per_epoch))
+    return config.learning_rate
+
+
+def learning_rate_at(schedule: float | optax.Schedule, step: int) -> float:
+    return float(schedule(step)) if callable(schedule) else schedule
 
 
 # One object per recipe: train states built alike have equal static parts, so the
 # compiled epoch is reused instead of traced and compiled again.
 @functools.cache
-def _adam(learning_rate: float, weight_decay: float = 0.0, cosine_steps: int = 0,
-          warmup_steps: int = 0) -> optax.GradientTransformation:
-    if cosine_steps:
-        adam = optax.adam(optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup_steps,
-                                                             cosine_steps))
-    else:
-        adam = optax.adam(learning_rate)
+def _cosine(learning_rate: float, steps: int, warmup_steps: int) -> optax.Schedule:
+    return optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup_steps, steps)
+
+
+@functools.cache
+def _adam(learning_rate: float | optax.Schedule,
+          weight_decay: float = 0.0) -> optax.GradientTransformation:
+    adam = optax.adam(learning_rate)
     if not weight_decay:
         return adam
     # L2 added to the gradient before Adam's moments (coupled, as PyTorch's Adam), which
@@ -437,6 +448,7 @@ def train_and_evaluate(
     val_data = to_device(val, mesh) if val is not None else None
     selection = "val_accuracy" if val is not None else "test_accuracy"
     steps = steps_per_epoch(len(train), config.batch_size)
+    schedule = learning_rate_schedule(config, steps)
 
     def plan(epoch: int) -> EpochPlan:
         return plan_epoch(config.seed, epoch, len(train), config.batch_size, mesh)
@@ -463,7 +475,8 @@ def train_and_evaluate(
                                                    plan(start_epoch), config.distortions())
     log(_describe(config, dataset, (len(train), len(val) if val else 0, len(dataset.test)),
                   mesh.size if mesh else 1, compile_seconds))
-    metrics_log = MetricsLog(run_dir, resume_epoch=start_epoch, write=writes_the_run)
+    metrics_log = MetricsLog(run_dir, resume_epoch=start_epoch, write=writes_the_run,
+                             config=dataclasses.asdict(config), selection=selection)
     best = max((r.get(selection, -np.inf) for r in metrics_log.records), default=-np.inf)
     bar = tqdm(total=config.epochs * steps, initial=start_epoch * steps, unit="step",
                disable=not progress, leave=False, dynamic_ncols=True)
@@ -484,6 +497,7 @@ def train_and_evaluate(
                     "train_loss": float(totals["loss_sum"] / totals["count"]),
                     "train_accuracy": float(totals["correct"] / totals["count"]),
                     "images_per_second": len(train) / seconds, "epoch_seconds": seconds,
+                    "learning_rate": learning_rate_at(schedule, int(state.step) - 1),
                 }
                 # The map statistics of the "not a digit" rule come from the same pass.
                 scores = {name: inference.evaluate(state.module, state.params, *split,

@@ -293,6 +293,9 @@ def test_page_in_chromium_reads_a_drawn_one_and_seven(mnist_run, tmp_path):
             browser.save_screenshot(str(screenshot))
             assert (answer, top3[0]) == ("7", "7"), screenshot
             print(f"screenshot: {screenshot}")
+            # The README's picture: LENET_JAX_SCREENSHOT=docs/page.png renews it.
+            if target := os.environ.get("LENET_JAX_SCREENSHOT"):
+                shutil.copyfile(screenshot, ROOT / target)
     finally:
         browser.quit()
 

@@ -246,7 +246,31 @@ def test_train_and_evaluate_checkpoints_round_trip(tiny_dataset, tmp_path):
     latest_params, latest_meta = checkpoint.restore_for_inference(run_dir)
     assert latest_meta["epoch"] == 2
     assert (run_dir / "curves.png").stat().st_size > 10_000
-    assert any((run_dir / "tensorboard").iterdir())
+    _check_tensorboard(run_dir / "tensorboard", lines)
+
+
+def _check_tensorboard(log_dir, records: list[dict]) -> None:
+    """Read back with TensorBoard's own reader: the curves grouped by kind (train,
+    validation and test on one chart), the learning rate per epoch, the config as text,
+    and no constant logged as a curve."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(log_dir), size_guidance={"tensors": 0, "scalars": 0})
+    events.Reload()
+    scalars = set(events.Tags()["scalars"]) | {
+        t for t in events.Tags()["tensors"] if not t.startswith("config")}
+    assert scalars == {"loss/train", "loss/val", "loss/test", "accuracy/train",
+                       "accuracy/val", "accuracy/test", "not_a_digit/test_rejected",
+                       "optimizer/learning_rate", "speed/images_per_second",
+                       "speed/epoch_seconds"}
+    rates = [e.value for e in events.Scalars("optimizer/learning_rate")] if (
+        "optimizer/learning_rate" in events.Tags()["scalars"]) else [
+        float(e.tensor_proto.float_val[0]) for e in events.Tensors("optimizer/learning_rate")]
+    assert rates == pytest.approx([r["learning_rate"] for r in records])
+    assert rates[-1] < rates[0]  # original's cosine schedule decays
+    (text,) = [t for t in events.Tags()["tensors"] if t.startswith("config")]
+    config = events.Tensors(text)[0].tensor_proto.string_val[0].decode()
+    assert "| preset | original |" in config and "| schedule | cosine |" in config
 
 
 def test_resume_is_bit_identical_to_an_uninterrupted_run(tiny_dataset, tmp_path):
