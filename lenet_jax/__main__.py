@@ -38,7 +38,9 @@ def main(argv: list[str] | None = None) -> int:
         given = f"unknown command {argv[0]!r}" if argv else "a command is needed"
         return cli.fail("lenet-jax", f"{given}; choose train, evaluate, serve or export "
                                      "(--help says what each does)")
-    return importlib.import_module(COMMANDS[argv[0]][0]).main(argv[1:])
+    command = argv[0]
+    return cli.guarded("lenet-jax", lambda: importlib.import_module(COMMANDS[command][0])
+                       .main(argv[1:]))
 
 
 if __name__ == "__main__":

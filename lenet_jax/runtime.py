@@ -14,6 +14,7 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,6 +46,10 @@ def enable_compilation_cache() -> Path | None:
               "compiling anew each time", file=sys.stderr)
         return None
     if directory is not None:
+        # An entry that cannot be read or written (a full disk, say) costs a compile, not
+        # a warning on the terminal for every program.
+        warnings.filterwarnings("ignore", message=r"Error (reading|writing) persistent "
+                                                  "compilation cache entry")
         jax.config.update("jax_compilation_cache_dir", os.fspath(directory))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

@@ -17,6 +17,7 @@ import json
 import socket
 import sys
 import threading
+import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -226,6 +227,14 @@ class LocalServer(ThreadingHTTPServer):
             super().process_request_thread(request, client_address)
         finally:
             self.connections.release()
+
+    def drain(self, timeout: float = 30) -> None:
+        """Wait until no picture is being read (new ones get 503 meanwhile), so that the
+        process never exits with a thread inside XLA, which aborts it."""
+        deadline = time.monotonic() + timeout
+        for _ in range(MAX_IN_FLIGHT):
+            if not self.in_flight.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                return
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         error = sys.exc_info()[1]

@@ -52,6 +52,7 @@ def serve(args: argparse.Namespace) -> int:
         return cli.stopped(stop)[1]
     finally:
         server.server_close()
+        server.drain()
     return 0
 
 
