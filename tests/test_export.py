@@ -97,20 +97,19 @@ def test_export_of_a_missing_checkpoint_is_one_line(tmp_path):
     assert result.stderr.strip() == expected
 
 
-def test_export_refuses_an_out_inside_the_checkpoint(trained_original, tmp_path):
+def test_export_refuses_an_out_inside_the_checkpoint(trained_original, tmp_path, capsys):
     """Exporting into a checkpoint's own directory (as evaluate.py refuses to) would add
     files among Orbax's: one line, exit 2, the checkpoint as it was."""
     import shutil
 
     from helpers import tree_digest
 
+    from lenet_jax.cli import export as export_cli
+
     run = shutil.copytree(trained_original / "original", tmp_path / "original", symlinks=True)
     saved = tree_digest(run / "checkpoints")
     for out in (run / "best", run / "checkpoints" / "x"):
-        result = subprocess.run(
-            [sys.executable, "-m", "lenet_jax.export", "--ckpt", str(run / "best"), "--out",
-             str(out)], capture_output=True, text=True, cwd=ROOT)
-        assert (result.returncode, result.stderr) == (
-            2, f"lenet_jax.export: error: --out {out} is inside the checkpoint; choose "
-               "another directory\n")
+        assert export_cli.main(["--ckpt", str(run / "best"), "--out", str(out)]) == 2
+        assert capsys.readouterr().err == (f"lenet_jax.export: error: --out {out} is inside "
+                                           "the checkpoint; choose another directory\n")
     assert tree_digest(run / "checkpoints") == saved

@@ -130,7 +130,7 @@ def _budget(default: int, thorough: int) -> pytest.MarkDecorator:
 
 
 @pytest.mark.mnist
-@_budget(6, 60)
+@_budget(4, 60)
 def test_train_flags_give_a_real_run_or_one_line(examples, mnist_sample, tmp_path, capsys,
                                                  monkeypatch):
     """train.py with flag sets drawn over every flag, each a real run on real digits
@@ -171,7 +171,7 @@ EVALUATE_FLAGS = {
 
 
 @pytest.mark.mnist
-@_budget(8, 80)
+@_budget(4, 80)
 def test_evaluate_flags_give_a_real_report_or_one_line(examples, trained_original,
                                                       mnist_sample, tmp_path, capsys,
                                                       monkeypatch):
@@ -203,7 +203,7 @@ EXPORT_FLAGS = {"--ckpt": st.one_of(PLACES, ARGV_TEXT, st.just("run/best")),
                 "--savedmodel": SWITCH}
 
 
-@_budget(10, 100)
+@_budget(5, 100)
 def test_export_flags_give_an_artefact_or_one_line(examples, trained_original, tmp_path,
                                                    capsys, monkeypatch):
     """The export command line, exporting for real; only the SavedModel (TensorFlow's
@@ -401,7 +401,7 @@ JSON_VALUES = st.recursive(
     max_leaves=8)
 
 
-@_budget(12, 150)
+@_budget(6, 150)
 def test_metadata_edited_at_random_is_read_or_refused_in_one_line(
         examples, trained_original, tmp_path, capsys):
     """One key of a real checkpoint's metadata deleted, renamed or given any JSON value:
