@@ -20,6 +20,7 @@ lines set up their error boundary (and their Ctrl-C) before that second of impor
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -65,6 +66,8 @@ def __getattr__(name: str) -> Any:
             return "0+unknown"
     if name in __all__:
         return getattr(importlib.import_module(_HOMES.get(name, "lenet_jax.models")), name)
+    if importlib.util.find_spec(f"lenet_jax.{name}") is not None:  # lenet_jax.models etc.
+        return importlib.import_module(f"lenet_jax.{name}")
     raise AttributeError(f"module 'lenet_jax' has no attribute {name!r}")
 
 

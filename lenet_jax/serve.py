@@ -164,10 +164,7 @@ class Handler(BaseHTTPRequestHandler):
     def send_error(self, code: int, message: str | None = None,
                    explain: str | None = None) -> None:
         """http.server's own refusals (a malformed request line or header, a method it
-        does not know) as JSON too, with a status line even where the request had
-        none to answer to (HTTP/0.9's bare replies)."""
-        self.request_version = "HTTP/1.0" if self.request_version == "HTTP/0.9" else (
-            self.request_version)
+        does not know) as JSON too."""
         if code == HTTPStatus.NOT_IMPLEMENTED:  # a method no handler above names
             code, message = HTTPStatus.METHOD_NOT_ALLOWED, "use GET / or POST /predict"
         self._error(HTTPStatus(code), message or HTTPStatus(code).phrase)
@@ -178,6 +175,8 @@ class Handler(BaseHTTPRequestHandler):
         self._send(status, body, "application/json")
 
     def _send(self, status: HTTPStatus, body: bytes, content_type: str) -> None:
+        if self.request_version == "HTTP/0.9":  # a request line without a version: answer
+            self.request_version = "HTTP/1.0"  # with a status line all the same, not bare
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
