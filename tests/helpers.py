@@ -159,7 +159,7 @@ def serving(ckpt: Path, *flags: str, timeout: float = 120,
     finally:
         if server.poll() is None:
             server.send_signal(signal.SIGINT)
-        server.wait(timeout=30)
+        server.wait(timeout=90)  # a loaded host; the tests time the stops they check
 
 
 def png_header_only(width: int, height: int) -> bytes:
