@@ -1,9 +1,9 @@
-"""The "not a digit" candidates of issue #13, side by side on one checkpoint: each is
-calibrated as training calibrates the chosen one (a score's 99.5% quantile on the
-validation slice, Gaussians fitted there too) and then judged on the MNIST test digits
-and on ``rejection.non_digit_pictures`` read through the image reader.
+"""The "not a digit" candidates side by side on checkpoints: each score is calibrated as
+training calibrates the chosen one (its quantile on the MNIST validation slice, Gaussians
+fitted there too), then judged on the MNIST test digits and, per source, on a set of
+``benchmarks/style_sets.py`` (``dev`` to choose; ``held-out`` only to report).
 
-    python benchmarks/rejection_candidates.py --ckpt runs/best
+    python benchmarks/rejection_candidates.py --ckpt runs/best [--ckpt ...] [--set dev]
 """
 
 from __future__ import annotations
@@ -17,56 +17,67 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks import style_sets  # noqa: E402
 from lenet_jax import data, evaluation, models, rejection  # noqa: E402
+
+QUANTILES = (0.99, 0.995)
 
 
 def features(predictor: evaluation.Predictor, images: np.ndarray) -> dict[str, np.ndarray]:
-    """Per image: the softmax, F6, S4 flattened and the chosen map statistics."""
+    """Per image: logits, F6, S4 flattened and the map statistics."""
     @jax.jit
     def of_chunk(chunk):
         x = models.preprocess(chunk, predictor.module.preset)
         logits, kept = predictor.module.apply({"params": predictor.params}, x, mutable=["maps"])
         layers = kept["maps"]["layers"]
-        return {"softmax": jax.nn.softmax(logits), "logits": logits, "F6": layers["F6"],
-                "S4": layers["S4"].reshape(len(chunk), -1),
+        return {"logits": logits, "F6": layers["F6"], "S4": layers["S4"].reshape(len(chunk), -1),
                 "map statistics": rejection.map_statistics(layers)}
 
     parts = [of_chunk(images[i:i + 500]) for i in range(0, len(images), 500)]
     return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
 
 
-def scores(name: str, val: dict, val_labels: np.ndarray, *splits: dict) -> list[np.ndarray]:
-    """Higher = less like a digit, for the validation slice and then each split."""
+def scores(name: str, val: dict, val_labels: np.ndarray) -> callable:
+    """Higher = less like a digit: the candidate ``name`` as a function of features."""
     if name == "maximum softmax probability":
-        return [-s["softmax"].max(1) for s in (val, *splits)]
-    if name == "RBF distance (original)":
-        return [-s["logits"].max(1) for s in (val, *splits)]
-    rule = rejection.fit(val[name], val_labels)
-    return [rule.distance(s[name]) for s in (val, *splits)]
+        return lambda f: -np.asarray(jax.nn.softmax(f["logits"])).max(1)
+    if name == "energy":
+        return lambda f: -np.asarray(jax.nn.logsumexp(f["logits"], axis=1))
+    if name == "largest logit":
+        return lambda f: -f["logits"].max(1)
+    layer = name.removeprefix("Mahalanobis on ")
+    rule = rejection.fit(val[layer], val_labels)
+    return lambda f: rule.distance(f[layer])
+
+
+CANDIDATES = ("maximum softmax probability", "energy", "largest logit",
+              "Mahalanobis on map statistics", "Mahalanobis on F6", "Mahalanobis on S4")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ckpt", required=True)
+    parser.add_argument("--ckpt", action="append", required=True)
+    parser.add_argument("--set", default="dev", choices=style_sets.SETS)
     args = parser.parse_args()
-    predictor = evaluation.Predictor.load(args.ckpt)
     mnist = data.load("mnist")
-    val_split = mnist.train.take(slice(-predictor.metadata["config"]["val_size"], None))
-    val, test = features(predictor, val_split.images), features(predictor, mnist.test.images)
-    kinds, pictures = evaluation.read_non_digits()  # every one is read: none is blank
-    pictures = np.stack(pictures)
-    other = features(predictor, pictures)
-    names = ["maximum softmax probability", "F6", "S4", "map statistics"]
-    if predictor.module.preset.head == "rbf":
-        names.insert(1, "RBF distance (original)")
-    print(f"{'candidate':30s} {'digits':>7s} {'non-digits':>10s}  " +
-          " ".join(f"{k:>7s}" for k in dict.fromkeys(kinds)))
-    for name in names:
-        v, t, o = scores(name, val, val_split.labels, test, other)
-        threshold = np.quantile(v, rejection.QUANTILE)
-        refused = o > threshold
-        print(f"{name:30s} {100 * np.mean(t > threshold):6.2f}% {100 * refused.mean():9.1f}%  "
-              + " ".join(f"{100 * refused[kinds == k].mean():6.0f}%" for k in dict.fromkeys(kinds)))
+    pictures = style_sets.read(args.set)
+    for ckpt in args.ckpt:
+        predictor = evaluation.Predictor.load(ckpt)
+        val_split = mnist.train.take(slice(-predictor.metadata["config"]["val_size"], None))
+        val, test = features(predictor, val_split.images), features(predictor, mnist.test.images)
+        sources = {s: features(predictor, images) for s, (_, images, _) in pictures.items()}
+        config = predictor.metadata["config"]
+        print(f"\n{ckpt}: {config['preset']}, not_digits {config.get('not_digits', 0)}, "
+              f"test {100 * predictor.metadata['metrics']['test_accuracy']:.2f}%")
+        print(f"{'candidate':32s} {'q':>6s} {'MNIST':>6s} " +
+              " ".join(f"{s[:9]:>9s}" for s in pictures))
+        for name in CANDIDATES:
+            score = scores(name, val, val_split.labels)
+            for q in QUANTILES:
+                threshold = np.quantile(score(val), q)
+                cells = [100 * np.mean(score(sources[s]) > threshold) for s in pictures]
+                print(f"{name:32s} {q:6.3f} {100 * np.mean(score(test) > threshold):5.2f}% "
+                      + " ".join(f"{c:8.1f}%" for c in cells))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 from PIL import Image, ImageOps
 
-from lenet_jax import files, inference, models, rejection
+from lenet_jax import files, inference, ink, models, rejection
 from lenet_jax.errors import UserError
 
 # Larger than any camera's photo; and what a picture may take once decoded (JPEGs decode
@@ -30,7 +30,6 @@ READ_SIDE = 2048
 _BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "LA": 2, "La": 2, "PA": 2, "I;16": 2,
                     "I;16B": 2, "I;16L": 2, "RGB": 3, "YCbCr": 3}  # others: 4
 _REDUCIBLE = {"L", "LA", "La", "PA", "RGB", "RGBA", "RGBa", "I", "F", "CMYK", "YCbCr"}
-MNIST_BOX = 20  # MNIST digits are scaled to fit 20x20, then centred by mass in 28x28
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,7 +112,7 @@ def run(module: models.LeNet, params, images: np.ndarray, labels: np.ndarray,
     else:
         logits, statistics = inference.predict_with_statistics(module, params, images,
                                                                batch_size)
-        rejected = rule.rejects(np.asarray(statistics))
+        rejected = rule.rejects(np.asarray(logits), np.asarray(statistics))
     probabilities = np.asarray(jax.nn.softmax(logits, axis=-1))
     non_digits = (non_digit_rejection(module, params, rule)
                   if rule is not None and non_digits else None)
@@ -126,11 +125,10 @@ def non_digit_rejection(module: models.LeNet, params, rule: rejection.Rule) -> d
     all; a picture the reader finds blank counts as refused."""
     kinds, images = read_non_digits()
     read = np.array([image is not None for image in images])
-    _, statistics = inference.predict_images(module, params,
-                                             np.stack([i for i in images if i is not None]),
-                                             statistics=True)
+    logits, statistics = inference.predict_images(
+        module, params, np.stack([i for i in images if i is not None]), statistics=True)
     refused = ~read
-    refused[read] = rule.rejects(statistics)
+    refused[read] = rule.rejects(logits, statistics)
     shares = {kind: float(refused[kinds == kind].mean()) for kind in dict.fromkeys(kinds)}
     return shares | {"all": float(refused.mean())}
 
@@ -327,9 +325,11 @@ class Predictor:
 
     def answer(self, images: np.ndarray) -> list[Answer]:
         """One answer per uint8 image (N, 28, 28, 1), all in one compiled call."""
-        probabilities, statistics = inference.predict_images(
-            self.module, self.params, images, statistics=self.rule is not None)
-        rejected = (self.rule.rejects(statistics).tolist() if self.rule is not None
+        logits, statistics = inference.predict_images(
+            self.module, self.params, images,
+            statistics=self.rule is not None and self.rule.needs_statistics)
+        probabilities = np.asarray(jax.nn.softmax(logits, axis=-1))
+        rejected = (self.rule.rejects(logits, statistics).tolist() if self.rule is not None
                     else [None] * len(images))
         return [Answer(top_k(p, self.class_names), r)
                 for p, r in zip(probabilities, rejected, strict=True)]
@@ -339,34 +339,15 @@ def mnist_like(source: str | Path | bytes) -> np.ndarray:
     """A user's picture of a digit (a file, or its bytes) as MNIST would have it: uint8
     (28, 28, 1), white on black.
 
-    Grayscale; a light background is inverted; the ink is cropped, scaled to fit 20x20
-    (aspect kept) and placed so its centre of mass is the centre of a 28x28 field.
+    Its gray levels, upright as its EXIF says it is shown, through ``ink.mnist_digit``:
+    a light background inverted, the ink cropped, given MNIST's contrast and (where its
+    strokes are unlike MNIST's) MNIST's pen, fitted to 20x20 and centred by mass in 28x28.
     """
     path = "the image" if isinstance(source, bytes) else source
-    pixels = _gray_pixels(source, path)
-    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
-    if np.median(border) > 127:  # dark ink on a light background
-        pixels = 255.0 - pixels
-    pixels = np.clip(pixels - np.median(border if np.median(border) <= 127 else 255 - border),
-                     0, 255)
-    ink = np.argwhere(pixels > 0.25 * pixels.max()) if pixels.max() > 0 else np.empty((0, 2))
-    if len(ink) == 0:
+    digit = ink.mnist_digit(_gray_pixels(source, path))
+    if digit is None:
         raise ImageError(f"{path}: no digit found (the image is blank)")
-    (top, left), (bottom, right) = ink.min(axis=0), ink.max(axis=0) + 1
-    crop = Image.fromarray(pixels[top:bottom, left:right].astype(np.uint8))
-    scale = MNIST_BOX / max(crop.size)
-    size = (max(1, round(crop.size[0] * scale)), max(1, round(crop.size[1] * scale)))
-    digit = np.asarray(crop.resize(size, Image.Resampling.LANCZOS), np.float32)
-    side = models.MNIST_SIZE
-    field = np.zeros((side, side), np.float32)
-    mass = digit.sum()
-    rows, cols = np.indices(digit.shape)
-    centre_r = (rows * digit).sum() / mass if mass else digit.shape[0] / 2
-    centre_c = (cols * digit).sum() / mass if mass else digit.shape[1] / 2
-    top = int(np.clip(round(side / 2 - centre_r), 0, side - digit.shape[0]))
-    left = int(np.clip(round(side / 2 - centre_c), 0, side - digit.shape[1]))
-    field[top:top + digit.shape[0], left:left + digit.shape[1]] = digit
-    return np.clip(field, 0, 255).astype(np.uint8)[..., None]
+    return digit
 
 
 def _gray_pixels(source: str | Path | bytes, path: str | Path) -> np.ndarray:

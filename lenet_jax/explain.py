@@ -46,39 +46,67 @@ def panels(module: models.LeNet, params: Any, image: np.ndarray) -> dict[str, np
 
 def plot(drawn: dict[str, np.ndarray], class_names: tuple[str, ...], path: Path,
          title: str) -> Path:
-    """One row per panel: the input, each layer's maps side by side, F6, the outputs."""
+    """The input, F6 (beside its closest code for ``original``) and the labelled outputs
+    on top; below, a row per map layer (C1 and S2 share one). ``title`` should carry the
+    verdict (``verdict``)."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(12, 11))
-    grid = fig.add_gridspec(6, 16, height_ratios=[2.2, 1, 1, 1, 1, 1.6])
-    _image(fig.add_subplot(grid[0, 0:4]), drawn["input"], "input (preprocessed)")
+    fig = Figure(figsize=(12, 6.4), layout="constrained")
+    grid = fig.add_gridspec(4, 16, height_ratios=[2.6, 1, 1, 1])
+    _image(fig.add_subplot(grid[0, 0:3]), drawn["input"], "input (as the network sees it)")
     codes = [name for name in drawn if name.startswith("closest")]
     _f6(fig, grid, drawn["F6"], codes and (codes[0], drawn[codes[0]]))
-    for row, layer in enumerate(MAP_LAYERS, start=1):
-        for channel in range(drawn[layer].shape[-1]):
-            _image(fig.add_subplot(grid[row, channel]), drawn[layer][..., channel],
-                   f"{layer}.{channel}" if channel == 0 else str(channel))
-    bars = fig.add_subplot(grid[5, 1:15])
-    bars.bar(range(len(class_names)), drawn["probabilities"], color="tab:blue")
-    bars.set_xticks(range(len(class_names)), class_names)
-    bars.set(ylim=(0, 1), ylabel="probability", title="output")
-    fig.suptitle(title)
+    _outputs(fig.add_subplot(grid[0, 9:16]), drawn["probabilities"], class_names)
+    rows = {"C1": (1, 0), "S2": (1, 8), "C3": (2, 0), "S4": (3, 0)}
+    for layer in MAP_LAYERS:
+        row, first = rows[layer]
+        maps = drawn[layer]
+        for channel in range(maps.shape[-1]):
+            name = (f"{layer}: {maps.shape[-1]} maps of {maps.shape[0]}x{maps.shape[1]}"
+                    if channel == 0 else "")
+            _image(fig.add_subplot(grid[row, first + channel]), maps[..., channel], name,
+                   loc="left")
+    fig.suptitle(title, fontsize=14, fontweight="bold")
     with files.replacing(path) as tmp:
-        fig.savefig(tmp, dpi=80)
+        fig.savefig(tmp, dpi=100)
     return path
 
 
-def _image(ax, values: np.ndarray, title: str) -> None:
+def verdict(answer: Any) -> str:
+    """The figure's headline for an ``evaluation.Answer``: top-1, or "not a digit"."""
+    name, probability = answer.top[0]
+    if answer.rejected:
+        return f"not a digit (closest: {name}, {100 * probability:.0f}%)"
+    return f"read as {name} ({100 * probability:.1f}%)"
+
+
+def _image(ax, values: np.ndarray, title: str, loc: str = "center") -> None:
     ax.imshow(values, cmap="gray", interpolation="nearest")
-    ax.set_title(title, fontsize=7)
+    ax.set_title(title, fontsize=10, loc=loc)
     ax.axis("off")
 
 
 def _f6(fig, grid, f6: np.ndarray, code: tuple[str, np.ndarray] | bool) -> None:
     if f6.ndim == 2:  # original: the paper's 7 x 12 picture, beside the nearest code
-        _image(fig.add_subplot(grid[0, 6:8]), f6, "F6 (7x12)")
-        _image(fig.add_subplot(grid[0, 9:11]), code[1], code[0])
+        _image(fig.add_subplot(grid[0, 4:6]), f6, "F6 (7x12)")
+        _image(fig.add_subplot(grid[0, 6:8]), code[1], code[0].replace("closest RBF code",
+                                                                        "closest code"))
         return
-    ax = fig.add_subplot(grid[0, 6:16])
+    ax = fig.add_subplot(grid[0, 3:9])
     ax.bar(range(len(f6)), f6, color="tab:gray")
-    ax.set(title="F6 (84 values)", xlim=(-1, len(f6)))
+    ax.set_title("F6 (84 values)", fontsize=10)
+    ax.set_xlim(-1, len(f6))
+    ax.tick_params(labelsize=9)
+
+
+def _outputs(ax, probabilities: np.ndarray, class_names: tuple[str, ...]) -> None:
+    top = int(np.argmax(probabilities))
+    colours = ["tab:green" if k == top else "tab:blue" for k in range(len(class_names))]
+    ax.bar(range(len(class_names)), probabilities, color=colours)
+    ax.set_xticks(range(len(class_names)), class_names, fontsize=11)
+    ax.set_ylim(0, 1.12)
+    ax.tick_params(axis="y", labelsize=9)
+    ax.set_title("output probabilities", fontsize=10)
+    ax.text(top, probabilities[top] + 0.02, f"{100 * probabilities[top]:.0f}%",
+            ha="center", fontsize=10)
+    ax.spines[["top", "right"]].set_visible(False)

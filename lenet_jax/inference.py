@@ -69,10 +69,9 @@ def predict_with_statistics(module: models.LeNet, params: Any, images: jax.Array
 
 def predict_images(module: models.LeNet, params: Any, images: np.ndarray,
                    statistics: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-    """(class probabilities (N, classes), with ``statistics`` the rule's map statistics,
-    else None) for a few uint8 images in one compiled call; the batch is padded to a
-    power of two up to an evaluation chunk, then to whole chunks: few programs, and one
-    picture costs one."""
+    """(logits (N, classes), with ``statistics`` the rule's map statistics, else None) for
+    a few uint8 images in one compiled call; the batch is padded to a power of two up to
+    an evaluation chunk, then to whole chunks: few programs, and one picture costs one."""
     chunk = min(eval_batch_size(), 1 << (len(images) - 1).bit_length())
     padded = np.zeros((-(-len(images) // chunk) * chunk, *images.shape[1:]), np.uint8)
     padded[:len(images)] = images
@@ -82,7 +81,7 @@ def predict_images(module: models.LeNet, params: Any, images: np.ndarray,
         kept = np.asarray(kept[:len(images)])
     else:
         logits, kept = predict_logits(module, params, padded, chunk), None
-    return np.asarray(jax.nn.softmax(logits[:len(images)], axis=-1)), kept
+    return np.asarray(logits[:len(images)]), kept
 
 
 def predict(module: models.LeNet, params: Any, images: Any) -> np.ndarray:
@@ -95,23 +94,24 @@ def predict(module: models.LeNet, params: Any, images: Any) -> np.ndarray:
         images = images[None]
     if images.ndim == 3:
         images = images[..., None]
-    return predict_images(module, params, images)[0]
+    return np.asarray(jax.nn.softmax(predict_images(module, params, images)[0], axis=-1))
 
 
 def evaluate(module: models.LeNet, params: Any, images: Any, labels: Any,
              statistics: bool = False) -> dict[str, Any]:
     """Mean cross-entropy and accuracy over a whole split, in one compiled call; with
-    ``statistics``, also each image's map statistics (for the rejection rule), from the
-    same pass."""
-    loss, accuracy, kept = _evaluation(module, params, jnp.asarray(images),
-                                       jnp.asarray(labels), statistics)
+    ``statistics``, also each image's logits and map statistics (for the rejection
+    rule), from the same pass."""
+    loss, accuracy, logits, kept = _evaluation(module, params, jnp.asarray(images),
+                                               jnp.asarray(labels), statistics)
     scores = {"loss": float(loss), "accuracy": float(accuracy)}
-    return scores | ({"statistics": np.asarray(kept)} if statistics else {})
+    return scores | ({"logits": np.asarray(logits), "statistics": np.asarray(kept)}
+                     if statistics else {})
 
 
 @functools.partial(jax.jit, static_argnames=("module", "statistics"))
 def _evaluation(module: models.LeNet, params: Any, images: jax.Array, labels: jax.Array,
-                statistics: bool) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+                statistics: bool) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array | None]:
     if statistics:
         logits, kept = predict_with_statistics(module, params, images)
     else:
@@ -120,4 +120,4 @@ def _evaluation(module: models.LeNet, params: Any, images: jax.Array, labels: ja
     # the training side.
     log_probabilities = jax.nn.log_softmax(logits, axis=-1)
     loss = -jnp.take_along_axis(log_probabilities, labels[:, None], axis=-1).mean()
-    return loss, jnp.mean(jnp.argmax(logits, -1) == labels), kept
+    return loss, jnp.mean(jnp.argmax(logits, -1) == labels), logits, kept

@@ -218,6 +218,14 @@ def rbf_codes() -> np.ndarray:
     return np.asarray(codes, dtype=np.float32)
 
 
+def rbf_ceiling(scale: float) -> np.ndarray:
+    """(10,) each digit's probability when F6 is exactly its code: the RBF head's softmax
+    of ``-scale`` x squared distance to every code caps digits whose codes are close."""
+    codes = rbf_codes()
+    squared = ((codes[:, None] - codes[None]) ** 2).sum(-1)
+    return 1 / np.exp(-scale * squared).sum(1)
+
+
 def paper_uniform(fan_in: int | np.ndarray) -> nn.initializers.Initializer:
     """Appendix A's initialisation: uniform in [-2.4 / F_i, 2.4 / F_i], F_i the fan-in.
 
@@ -467,3 +475,43 @@ def summary(name: str, batch_size: int = 1) -> str:
              f"{'layer':8s}{'output shape':{width}s}{'parameters':>10s}"]
     lines += [f"{layer:8s}{shape:{width}s}{count:>10s}" for layer, shape, count in rows]
     return "\n".join(lines)
+
+
+_POOLS = {"trainable": "the average of each 2x2 square times a trained coefficient, plus a "
+                       "bias, squashed (the paper's)",
+          "avg": "the average of each 2x2 square", "max": "the largest of each 2x2 square"}
+
+
+def layer_lines(name: str) -> dict[str, str]:
+    """One line per layer of preset ``name`` on what it is, for people looking at its
+    maps (the page): "input" through "OUTPUT"."""
+    preset = get_preset(name)
+    shapes = layer_shapes(name)
+    side = preset.input_size
+    fit = {"pad": f"padded to {side}x{side}", "resize": f"resized to {side}x{side}",
+           "none": "as it is"}[preset.fit]
+    c1 = shapes["C1"]
+    wiring = ("each over the 3-6 S2 maps the paper's Table I picks (60 connections)"
+              if preset.c3 == "paper_table" else "each over all 6 S2 maps")
+    c5 = ("120 maps of 1x1, each a 5x5 filter over all 16 S4 maps" if preset.c5 == "conv"
+          else "120 units, each over all 400 values of S4")
+    output = "10 units over F6's 84, as probabilities"
+    if preset.head == "rbf":
+        ceiling = rbf_ceiling(preset.rbf_logit_scale)
+        low = ", ".join(f"{k} {100 * ceiling[k]:.0f}%" for k in np.argsort(ceiling)[:3])
+        output = ("10 RBF units: how far F6 lies from each digit's fixed 7x12 code (the "
+                  "paper's output), as probabilities. Codes that share most pixels cap a "
+                  f"clean digit's: with F6 exactly on its code, {low}")
+    return {
+        "input": f"the picture as MNIST has it, 28x28, {fit}, ink bright",
+        "C1": f"{c1[-1]} feature maps of {c1[1]}x{c1[2]}: each one 5x5 filter slid over the "
+              "input, answering to one kind of stroke or edge",
+        "S2": f"C1's maps at half the size: {_POOLS[preset.pool]}",
+        "C3": f"16 maps of {shapes['C3'][1]}x{shapes['C3'][2]}, 5x5 filters {wiring}: "
+              "combinations of strokes",
+        "S4": f"C3's maps at half the size, 5x5: {_POOLS[preset.pool]}",
+        "C5": c5,
+        "F6": "84 units" + (", drawn as the paper does, 7x12, beside the output's code it lies "
+                            "closest to" if preset.head == "rbf" else ""),
+        "OUTPUT": output,
+    }

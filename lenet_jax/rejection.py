@@ -1,14 +1,18 @@
-""""Not a digit": the rejection rule each checkpoint carries.
+""""Not a digit": the rejection rule each checkpoint carries, one of two kinds.
 
-The network always answers one of its ten classes, noise included. The rule is a
-class-conditional Gaussian with one shared covariance (Lee et al., 2018, "A simple
-unified framework for detecting out-of-distribution samples and adversarial attacks")
-over the mean and standard deviation of every feature map of C1, S2, C3 and S4 (88
-numbers for LeNet-5: how much of each learned stroke and edge the image holds). Training
-fits it on the validation slice at each checkpoint; an image whose squared Mahalanobis
-distance to the nearest class mean is beyond the ``QUANTILE`` of the validation digits'
-is "not a digit". The candidates measured against it (maximum softmax probability, F6,
-S4's 400 values, the RBF distance) are in benchmarks/RESULTS.md.
+- ``energy`` (presets trained with outlier exposure, ``TrainConfig.not_digits``): the
+  network was taught to spread its belief over all ten classes for non-digits, so a low
+  ``logsumexp`` of the logits (a high free energy: Liu et al., 2020, "Energy-based
+  out-of-distribution detection") marks one. For ``original`` this is a soft minimum of
+  F6's squared distances to the ten RBF codes.
+- ``mahalanobis_map_statistics`` (the others): a class-conditional Gaussian with one
+  shared covariance (Lee et al., 2018) over the mean and standard deviation of every
+  feature map of C1, S2, C3 and S4 (88 numbers for LeNet-5).
+
+Either is calibrated the same way: training fits it on the validation slice at each
+checkpoint, and an image scoring beyond the ``QUANTILE`` of the validation digits' scores
+is "not a digit". The candidates measured against each other, on pictures of other
+styles, are in benchmarks/RESULTS.md ("not a digit").
 """
 
 from __future__ import annotations
@@ -19,10 +23,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy.special import logsumexp
 
 from lenet_jax.errors import UserError
 from lenet_jax.models import MAP_LAYERS
 
+ENERGY, MAHALANOBIS = "energy", "mahalanobis_map_statistics"
 STATISTIC_LAYERS = MAP_LAYERS  # C1, S2, C3 and S4
 QUANTILE = 0.995  # of the validation digits' distances: ~0.5% of digits rejected
 SHRINKAGE = 0.01  # towards a scaled identity, so a small slice still gives an inverse
@@ -37,9 +43,25 @@ def map_statistics(maps: dict[str, jax.Array]) -> jax.Array:
 
 @dataclasses.dataclass(frozen=True)
 class Rule:
-    means: np.ndarray  # (classes seen, D) the statistics' mean per class
-    precision: np.ndarray  # (D, D) the inverse of the shared, shrunk covariance
-    threshold: float  # the largest squared distance a digit may have
+    kind: str  # "energy" or "mahalanobis_map_statistics"
+    threshold: float  # the largest score a digit may have
+    means: np.ndarray | None = None  # (classes seen, D) the statistics' mean per class
+    precision: np.ndarray | None = None  # (D, D) the inverse of the shared, shrunk covariance
+
+    @property
+    def needs_statistics(self) -> bool:
+        """Whether ``score`` reads the map statistics (else the logits alone)."""
+        return self.kind == MAHALANOBIS
+
+    def score(self, logits: np.ndarray, statistics: np.ndarray | None = None) -> np.ndarray:
+        """(N,) higher is less like a digit: the free energy, or the squared distance."""
+        if self.kind == ENERGY:
+            return -logsumexp(np.asarray(logits, np.float64), axis=-1)
+        return self.distance(statistics)
+
+    def rejects(self, logits: np.ndarray, statistics: np.ndarray | None = None) -> np.ndarray:
+        """(N,) True where the image is not a digit."""
+        return self.score(logits, statistics) > self.threshold
 
     def distance(self, statistics: np.ndarray) -> np.ndarray:
         """(N,) the squared Mahalanobis distance to the nearest class mean."""
@@ -48,18 +70,16 @@ class Rule:
         to_mean = (sp * s).sum(1)[:, None] - 2 * sp @ self.means.T
         return (to_mean + np.einsum("kd,de,ke->k", self.means, self.precision, self.means)).min(1)
 
-    def rejects(self, statistics: np.ndarray) -> np.ndarray:
-        """(N,) True where the image is not a digit."""
-        return self.distance(statistics) > self.threshold
-
     def to_json(self) -> dict:
-        return {"kind": "mahalanobis_map_statistics", "layers": list(STATISTIC_LAYERS),
+        if self.kind == ENERGY:
+            return {"kind": ENERGY, "quantile": QUANTILE, "threshold": self.threshold}
+        return {"kind": MAHALANOBIS, "layers": list(STATISTIC_LAYERS),
                 "quantile": QUANTILE, "shrinkage": SHRINKAGE, "threshold": self.threshold,
                 "means": self.means.tolist(), "precision": self.precision.tolist()}
 
 
 def fit(statistics: np.ndarray, labels: np.ndarray) -> Rule:
-    """The rule for these digits' statistics (from ``map_statistics``) and labels."""
+    """The Mahalanobis rule for these digits' statistics (``map_statistics``) and labels."""
     s, labels = np.asarray(statistics, np.float64), np.asarray(labels)
     classes = np.unique(labels)
     means = np.stack([s[labels == k].mean(0) for k in classes])
@@ -68,8 +88,14 @@ def fit(statistics: np.ndarray, labels: np.ndarray) -> Rule:
     dims = len(covariance)
     shrunk = ((1 - SHRINKAGE) * covariance
               + SHRINKAGE * np.trace(covariance) / dims * np.eye(dims))
-    rule = Rule(means, np.linalg.pinv(shrunk, hermitian=True), np.inf)
+    rule = Rule(MAHALANOBIS, np.inf, means, np.linalg.pinv(shrunk, hermitian=True))
     return dataclasses.replace(rule, threshold=float(np.quantile(rule.distance(s), QUANTILE)))
+
+
+def fit_energy(logits: np.ndarray) -> Rule:
+    """The energy rule for these digits' logits."""
+    rule = Rule(ENERGY, np.inf)
+    return dataclasses.replace(rule, threshold=float(np.quantile(rule.score(logits), QUANTILE)))
 
 
 class RuleError(UserError, ValueError):
@@ -83,15 +109,22 @@ def from_metadata(metadata: dict) -> Rule | None:
     if record is None:
         return None
     try:
-        means = np.asarray(record["means"], np.float64)
-        precision = np.asarray(record["precision"], np.float64)
+        kind = record.get("kind", MAHALANOBIS)
         threshold = float(record["threshold"])
-    except (KeyError, TypeError, ValueError) as err:
+        if kind == ENERGY:
+            means = precision = None
+        else:
+            means = np.asarray(record["means"], np.float64)
+            precision = np.asarray(record["precision"], np.float64)
+    except (AttributeError, KeyError, TypeError, ValueError) as err:
         raise RuleError(f"the rejection rule in the metadata is damaged ({err})") from None
-    if means.ndim != 2 or precision.shape != (means.shape[1],) * 2 or np.isnan(threshold):
+    if kind not in (ENERGY, MAHALANOBIS) or np.isnan(threshold):
+        raise RuleError(f"the rejection rule in the metadata is damaged (kind {kind!r}, "
+                        f"threshold {threshold})")
+    if kind == MAHALANOBIS and (means.ndim != 2 or precision.shape != (means.shape[1],) * 2):
         raise RuleError(f"the rejection rule in the metadata has shapes {means.shape} and "
                         f"{precision.shape}")
-    return Rule(means, precision, threshold)
+    return Rule(kind, threshold, means, precision)
 
 
 def non_digit_pictures(seed: int = 0) -> list[tuple[str, Any]]:

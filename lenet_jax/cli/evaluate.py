@@ -89,9 +89,11 @@ def explain_files(predictor, files: list[Path], images: list, out_dir: Path) -> 
     for index, (file, image) in enumerate(zip(files, images, strict=True)):
         path = out_dir / f"{index:03d}-{file.stem[:100]}.png"  # any name's stem fits
         metadata = predictor.metadata
+        answer = predictor.answer(image[None])[0]
         explain.plot(explain.panels(predictor.module, predictor.params, image),
                      predictor.class_names, path,
-                     f"{file.name}: {metadata['preset']}, epoch {metadata['epoch']}")
+                     f"{file.name}: {explain.verdict(answer)}   ({metadata['preset']}, "
+                     f"epoch {metadata['epoch']})")
         print(cli.one_line(f"explained {file} in {path}"), file=sys.stderr)
 
 
