@@ -61,6 +61,46 @@ NON_DIGIT_CHARACTERS = "AEFHKMNPRTWXYaehkmnrwxy#@&?%"
 SETS = {"dev": (DEV_FONTS, 1, "validation"), "held-out": (HELD_OUT_FONTS, 2, "test")}
 
 
+def _arc(cx: float, cy: float, rx: float, ry: float, start: float, end: float,
+         steps: int = 12) -> list[tuple[float, float]]:
+    angles = np.linspace(np.radians(start), np.radians(end), steps)
+    return [(cx + rx * np.cos(a), cy + ry * np.sin(a)) for a in angles]
+
+
+# Each digit as a hand draws it: strokes of points in a unit box (x right, y down; drawn
+# 0.65 as wide as tall). The page's browser test draws these with the mouse, and
+# ``drawn_digit`` with a pen of any width.
+DIGIT_STROKES: dict[int, list[list[tuple[float, float]]]] = {
+    0: [_arc(0.5, 0.5, 0.45, 0.48, -100, 265, 24)],
+    1: [[(0.35, 0.15), (0.6, 0.0), (0.55, 0.5), (0.5, 1.0)]],
+    2: [_arc(0.5, 0.28, 0.4, 0.28, 190, 370, 10) + [(0.75, 0.5), (0.05, 1.0), (0.95, 1.0)]],
+    3: [_arc(0.45, 0.25, 0.4, 0.25, 200, 450, 12) + _arc(0.45, 0.74, 0.45, 0.26, -90, 150, 12)],
+    4: [[(0.15, 0.0), (0.05, 0.62), (0.95, 0.62)], [(0.72, 0.15), (0.7, 1.0)]],
+    5: [[(0.9, 0.0), (0.2, 0.0), (0.12, 0.45)] + _arc(0.45, 0.7, 0.45, 0.3, -120, 150, 14)],
+    6: [[(0.75, 0.0), (0.35, 0.3)] + _arc(0.5, 0.7, 0.42, 0.3, 190, 540, 20)],
+    7: [[(0.05, 0.0), (0.95, 0.0), (0.35, 1.0)]],
+    8: [[(0.5 + 0.38 * np.sin(2 * t), 0.5 - 0.49 * np.cos(t))
+         for t in np.linspace(0, 2 * np.pi, 36)]],
+    9: [_arc(0.5, 0.3, 0.42, 0.3, 10, 370, 20) + [(0.9, 0.4), (0.75, 1.0)]],
+}
+
+
+def drawn_digit(label: int, side: float, pen: float, rng: np.random.Generator) -> Image.Image:
+    """``DIGIT_STROKES[label]``, ``side`` pixels tall, drawn with a round ``pen``, a little
+    slanted and wobbly, somewhere on a page."""
+    page = int(side * 2)
+    ink = Image.new("L", (page, page), 0)
+    draw = ImageDraw.Draw(ink)
+    slant, origin = rng.uniform(-0.15, 0.25), rng.uniform(0.1, 0.4, 2) * page
+    for stroke in DIGIT_STROKES[label]:
+        points = [(origin[0] + (0.65 * x + slant * (1 - y)) * side + rng.normal(0, side / 80),
+                   origin[1] + y * side + rng.normal(0, side / 80)) for x, y in stroke]
+        draw.line(points, fill=255, width=max(1, round(pen)), joint="curve")
+        for x, y in (points[0], points[-1]):
+            draw.ellipse((x - pen / 2, y - pen / 2, x + pen / 2, y + pen / 2), fill=255)
+    return on_paper(ink, rng)
+
+
 def fonts(names: tuple[str, ...]) -> list[Path]:
     paths = [FONTS / name for name in names]
     missing = [str(p) for p in paths if not p.is_file()]
@@ -219,7 +259,14 @@ def sources(name: str) -> dict[str, tuple[bool, Callable[[], Iterator[tuple[Imag
                 yield make(rng), -1
         return pictures
 
-    table = {"digits in fonts": (True, digits_in_fonts), "UCI scans": (True, uci_scans)}
+    def digits_drawn():  # side 30-300 px, a pen of 1 to 20% of the side
+        rng = np.random.default_rng(seed + 800)
+        for n in range(200):
+            side = float(rng.uniform(30, 300))
+            yield drawn_digit(n % 10, side, side * rng.uniform(0.01, 0.2), rng), n % 10
+
+    table = {"digits in fonts": (True, digits_in_fonts), "UCI scans": (True, uci_scans),
+             "digits drawn, any pen": (True, digits_drawn)}
     for how in ("thin", "thick", "blurred", "low resolution", "low contrast"):
         table[f"MNIST {how}"] = (True, mnist_restroked(how))
     table |= {"letters and symbols": (False, letters_in_fonts),
