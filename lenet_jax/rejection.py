@@ -111,16 +111,15 @@ def from_metadata(metadata: dict) -> Rule | None:
     try:
         kind = record.get("kind", MAHALANOBIS)
         threshold = float(record["threshold"])
-        if kind == ENERGY:
-            means = precision = None
-        else:
+        if kind not in (ENERGY, MAHALANOBIS) or np.isnan(threshold):
+            raise RuleError(f"the rejection rule in the metadata is damaged (kind {kind!r}, "
+                            f"threshold {threshold})")
+        means = precision = None
+        if kind == MAHALANOBIS:
             means = np.asarray(record["means"], np.float64)
             precision = np.asarray(record["precision"], np.float64)
     except (AttributeError, KeyError, TypeError, ValueError) as err:
         raise RuleError(f"the rejection rule in the metadata is damaged ({err})") from None
-    if kind not in (ENERGY, MAHALANOBIS) or np.isnan(threshold):
-        raise RuleError(f"the rejection rule in the metadata is damaged (kind {kind!r}, "
-                        f"threshold {threshold})")
     if kind == MAHALANOBIS and (means.ndim != 2 or precision.shape != (means.shape[1],) * 2):
         raise RuleError(f"the rejection rule in the metadata has shapes {means.shape} and "
                         f"{precision.shape}")
