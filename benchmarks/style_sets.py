@@ -68,8 +68,9 @@ def _arc(cx: float, cy: float, rx: float, ry: float, start: float, end: float,
 
 
 # Each digit as a hand draws it: strokes of points in a unit box (x right, y down; drawn
-# 0.65 as wide as tall). The page's browser test draws these with the mouse, and
+# DIGIT_WIDTH as wide as tall). The page's browser test draws these with the mouse, and
 # ``drawn_digit`` with a pen of any width.
+DIGIT_WIDTH = 0.65
 DIGIT_STROKES: dict[int, list[list[tuple[float, float]]]] = {
     0: [_arc(0.5, 0.5, 0.45, 0.48, -100, 265, 24)],
     1: [[(0.35, 0.15), (0.6, 0.0), (0.55, 0.5), (0.5, 1.0)]],
@@ -93,7 +94,8 @@ def drawn_digit(label: int, side: float, pen: float, rng: np.random.Generator) -
     draw = ImageDraw.Draw(ink)
     slant, origin = rng.uniform(-0.15, 0.25), rng.uniform(0.1, 0.4, 2) * page
     for stroke in DIGIT_STROKES[label]:
-        points = [(origin[0] + (0.65 * x + slant * (1 - y)) * side + rng.normal(0, side / 80),
+        points = [(origin[0] + (DIGIT_WIDTH * x + slant * (1 - y)) * side
+                   + rng.normal(0, side / 80),
                    origin[1] + y * side + rng.normal(0, side / 80)) for x, y in stroke]
         draw.line(points, fill=255, width=max(1, round(pen)), joint="curve")
         for x, y in (points[0], points[-1]):

@@ -327,7 +327,9 @@ def test_page_in_chromium_reads_a_drawn_one_and_seven(mnist_run, tmp_path):
 
 
 def _page_points(stroke, side: float, left: float, top: float) -> list[tuple[int, int]]:
-    return [(round(left + 0.65 * x * side), round(top + y * side)) for x, y in stroke]
+    from benchmarks.style_sets import DIGIT_WIDTH
+
+    return [(round(left + DIGIT_WIDTH * x * side), round(top + y * side)) for x, y in stroke]
 
 
 @pytest.mark.slow
