@@ -13,6 +13,7 @@ come from other fonts and other generators, none of these.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -43,22 +44,38 @@ def font_paths() -> list[Path]:
 
 
 def cached_bank(seed: int = SEED) -> np.ndarray:
-    """``bank(seed)``, kept in ``~/.cache/lenet_jax/outliers`` (``$LENET_JAX_CACHE``)
-    under a name that changes with this code, the reader's and the libraries that draw:
-    drawing takes seconds, reading it back milliseconds. A damaged or unwritable cache
-    costs the drawing, nothing else."""
-    path = default_cache_dir() / "outliers" / f"bank-{seed}-{_fingerprint()}.npy"
+    """``bank(seed)``, kept in ``~/.cache/lenet_jax/outliers`` (``$LENET_JAX_CACHE``)."""
+    return _cached(f"bank-{seed}", lambda: (bank(seed),))[0]
+
+
+def cached_restyled(images: np.ndarray, labels: np.ndarray,
+                    seed: int = SEED) -> tuple[np.ndarray, np.ndarray]:
+    """``restyled(images, labels, seed)``, kept beside the bank under a name that changes
+    with the digits too."""
+    digest = hashlib.sha256(np.ascontiguousarray(images).tobytes()
+                            + np.ascontiguousarray(labels).tobytes()).hexdigest()[:16]
+    return _cached(f"restyled-{seed}-{digest}", lambda: restyled(images, labels, seed))
+
+
+def _cached(name: str, draw: Callable[[], tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
+    """``draw()``'s arrays (uint8 pictures first), kept under ``name`` and a fingerprint of
+    this code, the reader's and the libraries that draw: drawing and reading take
+    seconds, loading milliseconds. A damaged or unwritable cache costs the drawing only."""
+    path = default_cache_dir() / "outliers" / f"{name}-{_fingerprint()}.npz"
     try:
-        cached = np.load(path, allow_pickle=False)
-        if cached.dtype == np.uint8 and cached.shape[1:] == (ink.MNIST_SIZE,) * 2 + (1,):
-            return cached
+        with np.load(path, allow_pickle=False) as saved:
+            arrays = tuple(saved[f"arr_{n}"] for n in range(len(saved.files)))
+        pictures = arrays[0]
+        if (pictures.dtype == np.uint8 and pictures.shape[1:] == (ink.MNIST_SIZE,) * 2 + (1,)
+                and all(len(a) == len(pictures) for a in arrays)):
+            return arrays
     except Exception:  # absent, or damaged in any of numpy's ways: drawn again
         pass
-    drawn = bank(seed)
+    drawn = draw()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with files.replacing(path) as tmp:
-            np.save(tmp, drawn)
+            np.savez(tmp, *drawn)
     except OSError:
         pass
     return drawn
@@ -122,8 +139,7 @@ def _upright_bar(digit: np.ndarray) -> bool:
     """Ink at least 2.5x taller than wide: a 1 in MNIST's eyes, whatever drew it (two
     specks one above the other, a dash, a bar)."""
     rows, cols = np.nonzero(digit[..., 0] > 64)
-    return np.ptp(rows) + 1 >= 2.5 * (np.ptp(cols) + 1)
-
+    return rows.size > 0 and np.ptp(rows) + 1 >= 2.5 * (np.ptp(cols) + 1)
 
 
 def _glyph(font: Path, character: str, rng: np.random.Generator) -> Image.Image:

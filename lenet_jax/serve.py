@@ -237,9 +237,10 @@ class LocalServer(ThreadingHTTPServer):
             return
         try:
             super().process_request(request, client_address)
-        except BaseException:
+        except Exception:  # no thread started: the slot is ours to free
             self.connections.release()
             raise
+        # (a signal that stops the server mid-start is no Exception: the thread frees it)
 
     def process_request_thread(self, request: socket.socket, client_address: Any) -> None:
         try:

@@ -484,7 +484,7 @@ def train_and_evaluate(
     if config.not_digits:
         with phase("init"):
             train_data += replicated(mesh, (outliers.cached_bank(),
-                                            *outliers.restyled(train.images, train.labels)))
+                                            *outliers.cached_restyled(train.images, train.labels)))
     val_data = to_device(val, mesh) if val is not None else None
     selection = "val_accuracy" if val is not None else "test_accuracy"
     steps = steps_per_epoch(len(train), config.batch_size)

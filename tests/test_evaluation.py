@@ -87,6 +87,7 @@ def test_user_image_becomes_a_centred_white_on_black_digit(tmp_path, invert):
     assert digit[0, 0, 0] == 0 and digit.max() > 200  # light background inverted
     ink = np.argwhere(digit[..., 0] > 127)
     assert ink[:, 0].max() - ink[:, 0].min() + 1 == pytest.approx(20, abs=1)  # fits 20 tall
+    assert ink[:, 1].max() - ink[:, 1].min() + 1 <= 6  # the bar, not its page
     rows, cols = np.indices((28, 28))
     mass = digit[..., 0].astype(float)
     assert (rows * mass).sum() / mass.sum() == pytest.approx(14, abs=1)
