@@ -103,7 +103,13 @@ def learning_rate_schedule(config: TrainConfig,
 
 
 def learning_rate_at(schedule: float | optax.Schedule, step: int) -> float:
-    return float(schedule(step)) if callable(schedule) else schedule
+    return float(_compiled(schedule)(step)) if callable(schedule) else schedule
+
+
+@functools.cache
+def _compiled(schedule: optax.Schedule) -> Callable[[int], jax.Array]:
+    """One program for the schedule, where calling it eagerly compiles each of its ops."""
+    return jax.jit(schedule)
 
 
 # One object per recipe: train states built alike have equal static parts, so the

@@ -53,7 +53,7 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ["XLA_FLAGS"] = f"{flags} --xla_backend_optimization_level=0".strip()
 
 
-REAL_MNIST_FIXTURES = {"_sample_arrays", "mnist_run", "uninterrupted"}
+REAL_MNIST_FIXTURES = {"_sample_arrays", "mnist_run", "uninterrupted", "ten_epoch_runs"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -109,6 +109,25 @@ def trained_original(mnist_sample, tmp_path_factory) -> Path:
                                     progress=False, log=lambda _: None)
 
     return once_per_session(tmp_path_factory, "trained-original", train)
+
+
+RECIPES_WITH_NON_DIGITS = ("original", "relu_avgpool_pad2")
+
+
+@pytest.fixture(scope="session")
+def ten_epoch_runs(tmp_path_factory) -> Path:
+    """A workdir with a 10-epoch run of each recipe that trains with non-digits, through
+    train.py on the real MNIST as a user starts them (workdir/PRESET/best). Slow tests
+    only: about 3 minutes."""
+    from helpers import run_cli
+
+    def train(workdir: Path) -> None:
+        for preset in RECIPES_WITH_NON_DIGITS:
+            run = run_cli("train.py", "--epochs", "10", "--preset", preset, "--no-progress",
+                          "--workdir", str(workdir))
+            assert run.returncode == 0, run.stderr[-2000:]
+
+    return once_per_session(tmp_path_factory, "ten-epoch-runs", train)
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,8 @@ def test_each_preset_has_one_complete_recipe_and_presets_hold_no_training_settin
     # the measured recipes (benchmarks/ACCURACY.md)
     assert recipe("original") == TrainConfig("original", learning_rate=3e-3,
                                              schedule="cosine", augment=True, not_digits=0.5)
-    assert recipe("relu_avgpool_pad2") == TrainConfig("relu_avgpool_pad2", not_digits=0.5)
+    assert recipe("relu_avgpool_pad2") == TrainConfig("relu_avgpool_pad2", schedule="cosine",
+                                                      not_digits=0.5)
     assert recipe("relu_avgpool_pad2_dropout").weight_decay == 0.01
     assert recipe("relu_maxpool") == TrainConfig("relu_maxpool")
     # Non-digits teach nothing about clothes: off for another data set, unless asked.

@@ -284,7 +284,8 @@ def test_divergence_after_a_good_epoch_names_the_step_and_keeps_that_epoch(tiny_
     the run, naming the step; epoch 1's checkpoint and metrics are left as they were."""
     quiet = {"progress": False, "log": lambda _: None}
     run = tmp_path / "run"
-    config = recipe("relu_avgpool_pad2", epochs=1, val_size=104)
+    # A constant rate, so that a second epoch resumes (a cosine one spans the epochs).
+    config = recipe("relu_avgpool_pad2", epochs=1, val_size=104, schedule="constant")
     training.train_and_evaluate(config, tiny_dataset, run, **quiet)
     saved = tree_digest(run / "checkpoints")
     labels = tiny_dataset.train.labels.copy()

@@ -130,7 +130,7 @@ def _budget(default: int, thorough: int) -> pytest.MarkDecorator:
 
 
 @pytest.mark.mnist
-@_budget(4, 60)
+@_budget(3, 60)
 def test_train_flags_give_a_real_run_or_one_line(examples, mnist_sample, trained_original,
                                                  tmp_path, capsys, monkeypatch):
     """train.py with flag sets drawn over every flag, each a real run on real digits
@@ -401,7 +401,7 @@ JSON_VALUES = st.recursive(
     max_leaves=8)
 
 
-@_budget(6, 150)
+@_budget(4, 150)
 def test_metadata_edited_at_random_is_read_or_refused_in_one_line(
         examples, trained_original, tmp_path, capsys):
     """One key of a real checkpoint's metadata deleted, renamed or given any JSON value:

@@ -148,6 +148,19 @@ def test_server_answers_what_the_numpy_reference_computes(trained_original, held
             first = "not a digit" if answer["rejected"] else names[order[0]]
             assert answer["text"].startswith(first)
 
+        # GET /model: the checkpoint that answers, from the run's own log.
+        records = [json.loads(line) for line in
+                   (trained_original / "original" / "metrics.jsonl").read_text().splitlines()]
+        best = max(records, key=lambda record: record["val_accuracy"])
+        status, card = _request(url, "/model")
+        assert status == 200
+        assert Path(card["checkpoint"]) == (trained_original / "best").resolve()
+        assert Path(card["checkpoint"]).name == str(best["epoch"])
+        assert (card["preset"], card["dataset"], card["epoch"], card["rejection"]) == (
+            "original", "mnist", best["epoch"], True)
+        assert card["test_accuracy"] == pytest.approx(best["test_accuracy"])
+        assert list(card["layers"]) == ["input", "C1", "S2", "C3", "S4", "C5", "F6", "OUTPUT"]
+
 
 def test_ctrl_c_stops_the_server_with_exit_130_and_no_traceback(trained_original):
     stopped = []
@@ -259,8 +272,9 @@ def _draw(browser, path: list[tuple[int, int]]) -> None:
     actions.release().perform()
 
 
-def _shown_answer(browser, answered_before: int) -> tuple[str, list[str]]:
-    """The page's answer once every request the strokes started has come back."""
+def _shown_answer(browser, answered_before: int) -> tuple[str, list[str], list[str]]:
+    """Once every request the strokes started has come back: the page's answer, the
+    classes of the bars marked top, and every bar's class in order."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.wait import WebDriverWait
 
@@ -272,8 +286,8 @@ def _shown_answer(browser, answered_before: int) -> tuple[str, list[str]]:
     WebDriverWait(browser, 60).until(settled)
     rows = browser.find_elements(By.CSS_SELECTOR, "#bars .bar")
     top = [row.get_attribute("data-class") for row in rows if "top" in row.get_attribute("class")]
-    return browser.find_element(By.ID, "answer").text, top + [row.get_attribute("data-class")
-                                                              for row in rows]
+    return (browser.find_element(By.ID, "answer").text, top,
+            [row.get_attribute("data-class") for row in rows])
 
 
 @pytest.mark.slow
@@ -286,9 +300,9 @@ def test_page_in_chromium_reads_a_drawn_one_and_seven(mnist_run, tmp_path):
         with serving(mnist_run / "best") as url:
             browser.get(url)
             _draw(browser, [(140, 40), (140, 240)])  # a vertical bar
-            answer, shown = _shown_answer(browser, 0)
-            # The top class first, then all ten bars in order, labelled 0-9.
-            assert (answer, shown[0], shown[1:]) == ("1", "1", [str(d) for d in range(10)])
+            answer, top, labels = _shown_answer(browser, 0)
+            # One bar marked top, and all ten in order, labelled 0-9.
+            assert (answer, top, labels) == ("1", ["1"], [str(d) for d in range(10)])
             counts = {layer.get_attribute("data-layer"):
                       len(layer.find_elements(By.TAG_NAME, "canvas"))
                       for layer in browser.find_elements(By.CSS_SELECTOR, "#maps .layer")}
@@ -309,14 +323,23 @@ def test_page_in_chromium_reads_a_drawn_one_and_seven(mnist_run, tmp_path):
             assert browser.find_elements(By.CSS_SELECTOR, "#maps .layer") == []
             answered = int(browser.find_element(By.TAG_NAME, "body").get_attribute("data-answered"))
             _draw(browser, [(70, 60), (210, 60), (120, 240)])  # a 7: the bar, then down-left
-            answer, shown = _shown_answer(browser, answered)
+            answer, top, _ = _shown_answer(browser, answered)
             screenshot = tmp_path / "page-seven.png"
             browser.save_screenshot(str(screenshot))
-            assert (answer, shown[0]) == ("7", "7"), screenshot
+            assert (answer, top) == ("7", ["7"]), screenshot
             print(f"screenshot: {screenshot}")
             # The README's picture: LENET_JAX_SCREENSHOT=docs/page.png renews it.
             if target := os.environ.get("LENET_JAX_SCREENSHOT"):
                 shutil.copyfile(screenshot, ROOT / target)
+            # On a phone (390 x 844) the maps begin on the first screen, under the pad: the
+            # input's heading, line and picture (about 150 px) in sight without scrolling.
+            desktop = browser.get_window_size()
+            browser.set_window_size(390, 844)
+            first_map = browser.find_element(By.CSS_SELECTOR, "#maps .layer")
+            screen = browser.execute_script("return window.innerHeight")
+            browser.save_screenshot(str(tmp_path / "page-phone.png"))
+            assert first_map.location["y"] + 150 < screen, (first_map.location, screen)
+            browser.set_window_size(desktop["width"], desktop["height"])
         # The server has stopped: the next stroke says so in words.
         browser.find_element(By.ID, "clear").click()
         _draw(browser, [(140, 40), (140, 240)])
@@ -352,7 +375,7 @@ def test_page_in_chromium_reads_40_drawn_digits_large_and_small(mnist_run, tmp_p
                         browser.find_element(By.ID, "clear").click()
                         for stroke in strokes:
                             _draw(browser, _page_points(stroke, side, left, top))
-                        answer, _ = _shown_answer(browser, answered)
+                        answer, _, _ = _shown_answer(browser, answered)
                         answered = int(browser.find_element(By.TAG_NAME, "body")
                                        .get_attribute("data-answered"))
                         if answer != str(digit):
