@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from lenet_jax import files, ink
-from lenet_jax.data import default_cache_dir
+from lenet_jax.data import default_cache_dir, digest
 
 # No digit looks like these (O, I, l, S, Z, B, G, g, q, b, D, J, Q, z, s, i, j, and
 # ( ) / | ! are left out: each is some digit in somebody's hand).
@@ -52,9 +52,8 @@ def cached_restyled(images: np.ndarray, labels: np.ndarray,
                     seed: int = SEED) -> tuple[np.ndarray, np.ndarray]:
     """``restyled(images, labels, seed)``, kept beside the bank under a name that changes
     with the digits too."""
-    digest = hashlib.sha256(np.ascontiguousarray(images).tobytes()
-                            + np.ascontiguousarray(labels).tobytes()).hexdigest()[:16]
-    return _cached(f"restyled-{seed}-{digest}", lambda: restyled(images, labels, seed))
+    name = f"restyled-{seed}-{digest(images)[:12]}-{digest(labels)[:12]}"
+    return _cached(name, lambda: restyled(images, labels, seed))
 
 
 def _cached(name: str, draw: Callable[[], tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:

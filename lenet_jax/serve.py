@@ -235,12 +235,13 @@ class LocalServer(ThreadingHTTPServer):
                 request.sendall(BUSY)
             self.shutdown_request(request)
             return
+        # An Exception: no thread started, so the slot is ours to free. A signal that stops
+        # the server can land after the thread started (no Exception): the thread frees it.
         try:
             super().process_request(request, client_address)
-        except Exception:  # no thread started: the slot is ours to free
+        except Exception:
             self.connections.release()
             raise
-        # (a signal that stops the server mid-start is no Exception: the thread frees it)
 
     def process_request_thread(self, request: socket.socket, client_address: Any) -> None:
         try:

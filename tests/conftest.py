@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import (
+    RECIPES_WITH_NON_DIGITS,
     ROOT,
     SAMPLE_VAL,
     TRAINED_EPOCHS,
@@ -109,9 +110,6 @@ def trained_original(mnist_sample, tmp_path_factory) -> Path:
                                     progress=False, log=lambda _: None)
 
     return once_per_session(tmp_path_factory, "trained-original", train)
-
-
-RECIPES_WITH_NON_DIGITS = ("original", "relu_avgpool_pad2")
 
 
 @pytest.fixture(scope="session")

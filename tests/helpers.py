@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 from lenet_jax import data
+from lenet_jax.config import RECIPES
 from lenet_jax.data import Split
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,6 +82,8 @@ def write_mnist_sample(directory: Path) -> None:
 
 
 TRAINED_EPOCHS = 3  # the epochs of the run in the trained_original fixture
+# The presets whose recipe trains with non-digits (and carries the energy rule).
+RECIPES_WITH_NON_DIGITS = tuple(p for p, c in RECIPES.items() if c.not_digits)
 
 
 def trained_flags(*more: str) -> list[str]:

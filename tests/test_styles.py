@@ -7,7 +7,7 @@ runs."""
 import json
 
 import pytest
-from helpers import run_cli
+from helpers import RECIPES_WITH_NON_DIGITS, run_cli
 
 # The share said "not a digit", as issue #26 sets it: at most 5% of real digits of other
 # styles (all sources together), at most 1% of MNIST's test digits, at least 99% of noise,
@@ -21,7 +21,7 @@ OTHER_STYLES_READ_AT_LEAST = 0.90  # top-1 right, all sources together (measured
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("preset", ["original", "relu_avgpool_pad2"])
+@pytest.mark.parametrize("preset", RECIPES_WITH_NON_DIGITS)
 def test_other_styles_digits_are_read_and_kept_and_non_digits_refused(ten_epoch_runs, preset,
                                                                       tmp_path):
     best = ten_epoch_runs / preset / "best"
