@@ -5,9 +5,9 @@ paper's own SDNN trained a rubbish class the same way).
 ``bank`` draws them once per run, from a seed, and reads each through the image
 reader's own normalisation (``ink.mnist_digit``), so they look as a user's picture will:
 letters and symbols no digit resembles, in the fonts matplotlib ships (DejaVu, STIX,
-Computer Modern: on every machine that has matplotlib), scribbles, filled shapes,
-noise and specks. The pictures the rule is judged on (``benchmarks/style_sets.py``)
-come from other fonts and other generators, none of these.
+Computer Modern: on every machine that has matplotlib), printed and as if written,
+scribbles, filled shapes, noise and specks. The pictures the rule is judged on
+(``benchmarks/style_sets.py``) come from other fonts and other generators, none of these.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from scipy import ndimage
+from skimage.morphology import skeletonize
 
 from lenet_jax import files, ink
 from lenet_jax.data import default_cache_dir, digest
@@ -31,7 +33,6 @@ FONT_FILES = ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSans-Oblique.ttf",
               "DejaVuSerif-BoldItalic.ttf", "STIXGeneral.ttf", "STIXGeneralBol.ttf",
               "STIXGeneralItalic.ttf", "STIXGeneralBolIta.ttf", "cmr10.ttf", "cmss10.ttf",
               "cmtt10.ttf", "cmti10.ttf", "cmb10.ttf")
-GLYPHS_PER_CHARACTER = 2  # per font: sizes, slants and pens differ
 GENERATED = 1500  # scribbles, shapes, noise and specks, a quarter each
 SEED = 1998
 
@@ -94,8 +95,9 @@ def bank(seed: int = SEED) -> np.ndarray:
     """uint8 (N, 28, 28, 1) non-digits as the image reader gives them, white on black; a
     function of ``seed`` (and of the installed fonts and Pillow) alone."""
     rng = np.random.default_rng(seed)
-    pictures = [_glyph(font, character, rng) for font in font_paths()
-                for character in CHARACTERS for _ in range(GLYPHS_PER_CHARACTER)]
+    # Per font and character: twice printed, twice as if written (sizes, slants, pens).
+    pictures = [draw(font, character, rng) for font in font_paths()
+                for character in CHARACTERS for draw in (_glyph, _glyph, _written, _written)]
     makers = (_scribble, _shape, _noise, _specks)
     pictures += [makers[n % len(makers)](rng) for n in range(GENERATED)]
     digits = [ink.mnist_digit(np.asarray(p, np.float32)) for p in pictures]
@@ -147,6 +149,33 @@ def _glyph(font: Path, character: str, rng: np.random.Generator) -> Image.Image:
     ImageDraw.Draw(page).text((size, size // 2), character, fill=255,
                               font=ImageFont.truetype(str(font), size))
     return page.rotate(float(rng.uniform(-15, 15)), resample=Image.Resampling.BILINEAR)
+
+
+def _written(font: Path, character: str, rng: np.random.Generator) -> Image.Image:
+    """``character`` as a hand might write it, from a print font: slanted, squeezed, bent
+    by a smooth random field (Simard et al., 2003: elastic distortion), then its skeleton
+    drawn again with a round pen. Print glyphs alone left most letters in handwriting
+    fonts passing as digits (benchmarks/RESULTS.md)."""
+    size = int(rng.integers(40, 96))
+    page = Image.new("L", (size * 3, size * 3), 0)
+    ImageDraw.Draw(page).text((size, size // 2), character, fill=255,
+                              font=ImageFont.truetype(str(font), size))
+    mask = np.asarray(page, np.float32) / 255
+    rows, cols = np.mgrid[0:mask.shape[0], 0:mask.shape[1]].astype(np.float32)
+    centre = mask.shape[0] / 2
+    shear, squeeze = rng.uniform(-0.4, 0.4), rng.uniform(0.7, 1.3)
+    bend = [ndimage.gaussian_filter(rng.normal(size=mask.shape), size / 5) for _ in range(2)]
+    bend = [b * (size * rng.uniform(0.04, 0.1) / max(float(np.abs(b).max()), 1e-9))
+            for b in bend]
+    source_cols = (cols - centre) * squeeze + (rows - centre) * shear + centre + bend[0]
+    bent = ndimage.map_coordinates(mask, [rows + bend[1], source_cols], order=1) > 0.5
+    if not bent.any():
+        return page
+    skeleton = skeletonize(bent)
+    radius = size * rng.uniform(0.02, 0.09)
+    pen = np.clip(radius + 0.5 - ndimage.distance_transform_edt(~skeleton), 0, 1) * 255
+    return Image.fromarray(pen.astype(np.uint8)).rotate(
+        float(rng.uniform(-15, 15)), resample=Image.Resampling.BILINEAR)
 
 
 def _scribble(rng: np.random.Generator) -> Image.Image:

@@ -3,16 +3,19 @@
 - ``energy`` (presets trained with outlier exposure, ``TrainConfig.not_digits``): the
   network was taught to spread its belief over all ten classes for non-digits, so a low
   ``logsumexp`` of the logits (a high free energy: Liu et al., 2020, "Energy-based
-  out-of-distribution detection") marks one. For ``original`` this is a soft minimum of
-  F6's squared distances to the ten RBF codes.
+  out-of-distribution detection") marks one, and so does a low top-class probability
+  (Hendrycks and Gimpel, 2017): a picture near all ten codes at once has a low energy
+  but no favourite. For ``original`` the energy is a soft minimum of F6's squared
+  distances to the ten RBF codes.
 - ``mahalanobis_map_statistics`` (the others): a class-conditional Gaussian with one
   shared covariance (Lee et al., 2018) over the mean and standard deviation of every
   feature map of C1, S2, C3 and S4 (88 numbers for LeNet-5).
 
 Either is calibrated the same way: training fits it on the validation slice at each
 checkpoint, and an image scoring beyond the ``QUANTILE`` of the validation digits' scores
-is "not a digit". The candidates measured against each other, on pictures of other
-styles, are in benchmarks/RESULTS.md ("not a digit").
+(the energy rule: beyond either of its two quantiles) is "not a digit". The candidates
+measured against each other, on pictures of other styles, are in benchmarks/RESULTS.md
+("not a digit").
 """
 
 from __future__ import annotations
@@ -31,6 +34,9 @@ from lenet_jax.models import MAP_LAYERS
 ENERGY, MAHALANOBIS = "energy", "mahalanobis_map_statistics"
 STATISTIC_LAYERS = MAP_LAYERS  # C1, S2, C3 and S4
 QUANTILE = 0.995  # of the validation digits' distances: ~0.5% of digits rejected
+# The energy rule's two: each refuses 0.3% of the validation digits, about 0.5% together
+# (they overlap); chosen on benchmarks/style_sets.py's dev set (benchmarks/RESULTS.md).
+ENERGY_QUANTILE, CONFIDENCE_QUANTILE = 0.997, 0.003
 SHRINKAGE = 0.01  # towards a scaled identity, so a small slice still gives an inverse
 
 
@@ -45,6 +51,7 @@ def map_statistics(maps: dict[str, jax.Array]) -> jax.Array:
 class Rule:
     kind: str  # "energy" or "mahalanobis_map_statistics"
     threshold: float  # the largest score a digit may have
+    confidence: float = 0.0  # energy: the smallest top-class probability a digit may have
     means: np.ndarray | None = None  # (classes seen, D) the statistics' mean per class
     precision: np.ndarray | None = None  # (D, D) the inverse of the shared, shrunk covariance
 
@@ -61,7 +68,10 @@ class Rule:
 
     def rejects(self, logits: np.ndarray, statistics: np.ndarray | None = None) -> np.ndarray:
         """(N,) True where the image is not a digit."""
-        return self.score(logits, statistics) > self.threshold
+        rejected = self.score(logits, statistics) > self.threshold
+        if self.kind == ENERGY:
+            rejected |= top_probability(logits) < self.confidence
+        return rejected
 
     def distance(self, statistics: np.ndarray) -> np.ndarray:
         """(N,) the squared Mahalanobis distance to the nearest class mean."""
@@ -72,7 +82,8 @@ class Rule:
 
     def to_json(self) -> dict:
         if self.kind == ENERGY:
-            return {"kind": ENERGY, "quantile": QUANTILE, "threshold": self.threshold}
+            return {"kind": ENERGY, "quantile": ENERGY_QUANTILE, "threshold": self.threshold,
+                    "confidence_quantile": CONFIDENCE_QUANTILE, "confidence": self.confidence}
         return {"kind": MAHALANOBIS, "layers": list(STATISTIC_LAYERS),
                 "quantile": QUANTILE, "shrinkage": SHRINKAGE, "threshold": self.threshold,
                 "means": self.means.tolist(), "precision": self.precision.tolist()}
@@ -88,14 +99,22 @@ def fit(statistics: np.ndarray, labels: np.ndarray) -> Rule:
     dims = len(covariance)
     shrunk = ((1 - SHRINKAGE) * covariance
               + SHRINKAGE * np.trace(covariance) / dims * np.eye(dims))
-    rule = Rule(MAHALANOBIS, np.inf, means, np.linalg.pinv(shrunk, hermitian=True))
+    rule = Rule(MAHALANOBIS, np.inf, means=means,
+                precision=np.linalg.pinv(shrunk, hermitian=True))
     return dataclasses.replace(rule, threshold=float(np.quantile(rule.distance(s), QUANTILE)))
 
 
 def fit_energy(logits: np.ndarray) -> Rule:
     """The energy rule for these digits' logits."""
-    rule = Rule(ENERGY, np.inf)
-    return dataclasses.replace(rule, threshold=float(np.quantile(rule.score(logits), QUANTILE)))
+    energy = Rule(ENERGY, np.inf).score(logits)
+    return Rule(ENERGY, float(np.quantile(energy, ENERGY_QUANTILE)),
+                confidence=float(np.quantile(top_probability(logits), CONFIDENCE_QUANTILE)))
+
+
+def top_probability(logits: np.ndarray) -> np.ndarray:
+    """(N,) the softmax's largest probability."""
+    logits = np.asarray(logits, np.float64)
+    return np.exp(logits.max(-1) - logsumexp(logits, axis=-1))
 
 
 class RuleError(UserError, ValueError):
@@ -111,9 +130,10 @@ def from_metadata(metadata: dict) -> Rule | None:
     try:
         kind = record.get("kind", MAHALANOBIS)
         threshold = float(record["threshold"])
-        if kind not in (ENERGY, MAHALANOBIS) or np.isnan(threshold):
+        confidence = float(record.get("confidence", 0.0))  # saved before it existed: none
+        if kind not in (ENERGY, MAHALANOBIS) or np.isnan(threshold) or np.isnan(confidence):
             raise RuleError(f"the rejection rule in the metadata is damaged (kind {kind!r}, "
-                            f"threshold {threshold})")
+                            f"threshold {threshold}, confidence {confidence})")
         means = precision = None
         if kind == MAHALANOBIS:
             means = np.asarray(record["means"], np.float64)
@@ -123,7 +143,7 @@ def from_metadata(metadata: dict) -> Rule | None:
     if kind == MAHALANOBIS and (means.ndim != 2 or precision.shape != (means.shape[1],) * 2):
         raise RuleError(f"the rejection rule in the metadata has shapes {means.shape} and "
                         f"{precision.shape}")
-    return Rule(kind, threshold, means, precision)
+    return Rule(kind, threshold, confidence, means=means, precision=precision)
 
 
 def non_digit_pictures(seed: int = 0) -> list[tuple[str, Any]]:

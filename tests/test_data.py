@@ -246,6 +246,7 @@ def test_two_processes_building_one_data_dir_both_read_it(tmp_path):
 
 
 @pytest.mark.mnist
+@pytest.mark.slow  # kept out of the 2-minute default suite (CI runs it)
 def test_real_mnist_loads_from_its_cache_without_tensorflow_and_digest_checked(tmp_path,
                                                                                monkeypatch):
     """After the first load, train.py and evaluate.py read MNIST with neither TensorFlow

@@ -146,7 +146,7 @@ def test_non_digit_shares_count_what_the_rule_refuses(trained_original):
     assert len(kinds) == 90
     unread = np.array([image is None for image in images])
     refuse_all = dataclasses.replace(predictor.rule, threshold=-np.inf)
-    refuse_none = dataclasses.replace(predictor.rule, threshold=np.inf)
+    refuse_none = dataclasses.replace(predictor.rule, threshold=np.inf, confidence=0.0)
     shares = evaluation.non_digit_rejection(predictor.module, predictor.params, refuse_all)
     assert shares == {"noise": 1.0, "specks": 1.0, "shape": 1.0, "letter": 1.0, "all": 1.0}
     shares = evaluation.non_digit_rejection(predictor.module, predictor.params, refuse_none)
@@ -178,6 +178,7 @@ def test_cli_predicts_images_and_reports_bad_files_per_file(trained_original, tm
     assert errors == [f"evaluate.py: error: {bad}: not a readable image (UnidentifiedImageError)"]
 
 
+@pytest.mark.slow  # kept out of the 2-minute default suite (CI runs it)
 def test_cli_predicts_a_folder_in_one_batch_as_json_and_explains_each(trained_original,
                                                                      tmp_path):
     folder = tmp_path / "pictures"

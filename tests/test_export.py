@@ -24,6 +24,7 @@ LOAD_WITHOUT_MODEL_CODE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # a run through the CLI: kept out of the 2-minute default suite
 def test_exported_artefact_reloads_without_model_code_and_matches(trained_original,
                                                                    tiny_dataset, tmp_path):
     result = subprocess.run([sys.executable, "-m", "lenet_jax.export", "--ckpt",

@@ -411,6 +411,7 @@ def test_resuming_another_presets_run_is_refused_and_untouched(trained_original)
     assert tree_digest(run_dir) == before
 
 
+@pytest.mark.slow  # a run through the CLI: kept out of the 2-minute default suite
 def test_resuming_a_finished_run_says_so_exits_0_and_changes_nothing(trained_original,
                                                                     capsys):
     run_dir = trained_original / "original"
@@ -454,6 +455,7 @@ def test_evaluate_never_writes_into_a_checkpoint(trained_original, tmp_path, cap
     assert tree_digest(best) == before
 
 
+@pytest.mark.slow  # a run through the CLI: kept out of the 2-minute default suite
 def test_cli_divergence_names_the_step_exit_3(tmp_path, capsys):
     result = _train_main(capsys, "--preset", "relu_avgpool_pad2", "--lr", "1e6", "--epochs", "1",
                          "--limit-train", "2000", "--workdir", str(tmp_path), "--no-progress")

@@ -9,16 +9,20 @@ from lenet_jax import ink, outliers
 
 @pytest.fixture
 def small_bank(monkeypatch):
-    """The bank with 1 font and 400 generated pictures (the whole one takes 5 s)."""
+    """The bank with 1 font, 16 characters and 400 generated pictures (the whole one takes
+    40 s)."""
     monkeypatch.setattr(outliers, "FONT_FILES", outliers.FONT_FILES[:1])
+    monkeypatch.setattr(outliers, "CHARACTERS", outliers.CHARACTERS[::3])
     monkeypatch.setattr(outliers, "GENERATED", 400)
 
 
 def test_non_digits_are_a_function_of_their_seed_and_none_is_an_upright_bar(small_bank):
     first = outliers.bank(7)
     assert first.dtype == np.uint8 and first.shape[1:] == (ink.MNIST_SIZE, ink.MNIST_SIZE, 1)
-    # 1 font x 48 characters x 2, and the 400 generated, less the bars and empty pages
-    assert len(outliers.CHARACTERS) * 2 + 330 <= len(first) <= 48 * 2 + 400
+    # 1 font x 16 characters x 4 (2 printed, 2 as if written), and the 400 generated,
+    # less the bars and empty pages (5 of them at seeds 7 and 8)
+    assert len(outliers.CHARACTERS) == 16
+    assert 16 * 4 + 400 - 25 <= len(first) <= 16 * 4 + 400
     np.testing.assert_array_equal(outliers.bank(7), first)
     other = outliers.bank(8)
     assert other.shape != first.shape or (other != first).any()

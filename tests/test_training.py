@@ -224,6 +224,7 @@ def test_weight_decay_is_pytorchs_coupled_l2_not_adamw():
         == jax.tree_util.tree_structure(optax.adam(1e-3).init(params))  # old runs restore
 
 
+@pytest.mark.slow  # kept out of the 2-minute default suite (CI runs it)
 def test_train_and_evaluate_checkpoints_round_trip(tiny_dataset, tmp_path):
     # Without non-digits, which are not the point here and double the compile.
     config = recipe("original", epochs=2, batch_size=64, val_size=104, not_digits=0.0)
