@@ -193,6 +193,7 @@ def test_real_fashion_mnist_matches_the_recorded_digests():
                                          fashion.class_names))
 
 
+@pytest.mark.slow  # kept out of the 2-minute default suite (CI runs it)
 @pytest.mark.mnist
 def test_saved_arrays_are_the_tfds_arrays_and_are_checked(tmp_path):
     """The TFDS-free copy (for machines without TensorFlow) reads back bit for bit, and a

@@ -192,6 +192,7 @@ def test_a_bad_flag_is_one_line_and_exit_2_from_the_process(tmp_path):
     assert _one_error_line(result) == "train.py: error: --epochs must be positive, got -3"
 
 
+@pytest.mark.slow  # kept out of the 2-minute default suite (CI runs it)
 def test_distributed_outside_a_cluster_is_one_line(tmp_path):
     """A process of its own: jax.distributed must start before anything else in JAX."""
     result = run_cli("train.py", "--distributed", "--workdir", str(tmp_path / "runs"))
@@ -401,6 +402,7 @@ def test_second_trainer_is_refused_and_a_killed_ones_lock_is_taken_over(tmp_path
     assert checkpoint.RunCheckpoints(run_dir).latest_epoch() == saved + 1
 
 
+@pytest.mark.slow  # kept out of the 2-minute default suite (CI runs it)
 def test_resuming_another_presets_run_is_refused_and_untouched(trained_original):
     run_dir = trained_original / "original"
     before = tree_digest(run_dir)

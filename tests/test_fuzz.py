@@ -129,6 +129,7 @@ def _budget(default: int, thorough: int) -> pytest.MarkDecorator:
         "examples", [default, pytest.param(thorough, marks=pytest.mark.slow)])
 
 
+@pytest.mark.slow  # kept out of the 2-minute default suite (CI runs it)
 @pytest.mark.mnist
 @_budget(3, 60)
 def test_train_flags_give_a_real_run_or_one_line(examples, mnist_sample, trained_original,

@@ -16,6 +16,7 @@ MAY_IMPORT = {
     "errors": set(),
     "files": set(),
     "ops": set(),
+    "paper": set(),
     "reporting": {"files"},
     "models": {"ops"},
     "data": {"errors", "files"},

@@ -315,6 +315,7 @@ def _close(a, b, tol=2e-4):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=tol, atol=tol)
 
 
+@pytest.mark.slow  # kept out of the 2-minute default suite (CI runs it)
 def test_forward_mode_agrees_with_reverse_mode(public_original):
     """jvp, jacfwd and linearize through model.apply: u . (J v) == (J^T u) . v."""
     _, params, images, f = public_original
@@ -348,6 +349,7 @@ def test_hessian_vector_product_matches_finite_differences(public_original):
     assert float(jnp.linalg.norm(hvp - finite) / jnp.linalg.norm(finite)) < 0.05
 
 
+@pytest.mark.slow  # kept out of the 2-minute default suite (CI runs it)
 def test_per_example_gradients_and_parameter_ensembles_vmap(public_original):
     _, params, images, f = public_original
     labels = jnp.arange(images.shape[0])
