@@ -143,11 +143,16 @@ def _upright_bar(digit: np.ndarray) -> bool:
     return rows.size > 0 and np.ptp(rows) + 1 >= 2.5 * (np.ptp(cols) + 1)
 
 
-def _glyph(font: Path, character: str, rng: np.random.Generator) -> Image.Image:
-    size = int(rng.integers(28, 96))
+def _printed(font: Path, character: str, size: int) -> Image.Image:
+    """``character`` in ``font`` at ``size`` px, white on black, on a page 3x as wide."""
     page = Image.new("L", (size * 3, size * 3), 0)
     ImageDraw.Draw(page).text((size, size // 2), character, fill=255,
                               font=ImageFont.truetype(str(font), size))
+    return page
+
+
+def _glyph(font: Path, character: str, rng: np.random.Generator) -> Image.Image:
+    page = _printed(font, character, int(rng.integers(28, 96)))
     return page.rotate(float(rng.uniform(-15, 15)), resample=Image.Resampling.BILINEAR)
 
 
@@ -157,9 +162,7 @@ def _written(font: Path, character: str, rng: np.random.Generator) -> Image.Imag
     drawn again with a round pen. Print glyphs alone left most letters in handwriting
     fonts passing as digits (benchmarks/RESULTS.md)."""
     size = int(rng.integers(40, 96))
-    page = Image.new("L", (size * 3, size * 3), 0)
-    ImageDraw.Draw(page).text((size, size // 2), character, fill=255,
-                              font=ImageFont.truetype(str(font), size))
+    page = _printed(font, character, size)
     mask = np.asarray(page, np.float32) / 255
     rows, cols = np.mgrid[0:mask.shape[0], 0:mask.shape[1]].astype(np.float32)
     centre = mask.shape[0] / 2

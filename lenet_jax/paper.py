@@ -31,15 +31,19 @@ def map_loss(penalties: jax.Array, labels: jax.Array, j: float) -> jax.Array:
     """(N,) the MAP criterion of each example: its class's penalty plus the log of
     e^-j + sum_i e^-y_i. ``penalties`` (N, K) are distances (low is close); as j grows
     this becomes softmax cross-entropy on the logits -penalties."""
-    rubbish = jnp.full(penalties.shape[:-1] + (1,), -j, penalties.dtype)
     own = jnp.take_along_axis(penalties, labels[..., None], axis=-1)[..., 0]
-    return own + jax.nn.logsumexp(jnp.concatenate([rubbish, -penalties], -1), -1)
+    return own + jax.nn.logsumexp(_with_rubbish(penalties, j), -1)
 
 
 def rubbish_posterior(penalties: jax.Array, j: float) -> jax.Array:
     """(N,) the rubbish class's posterior e^-j / (e^-j + sum_i e^-y_i)."""
+    return jax.nn.softmax(_with_rubbish(penalties, j), -1)[..., 0]
+
+
+def _with_rubbish(penalties: jax.Array, j: float) -> jax.Array:
+    """(N, 1 + K) logits: -j for the rubbish class, then -penalties."""
     rubbish = jnp.full(penalties.shape[:-1] + (1,), -j, penalties.dtype)
-    return jax.nn.softmax(jnp.concatenate([rubbish, -penalties], -1), -1)[..., 0]
+    return jnp.concatenate([rubbish, -penalties], -1)
 
 
 class SDLMState(NamedTuple):
