@@ -69,6 +69,12 @@ class Preset:
         """Shape of one preprocessed image, NHWC without the batch axis."""
         return (self.input_size, self.input_size, 1)
 
+    @property
+    def penalty_scale(self) -> float:
+        """logits = -penalty_scale x the output's penalties (low is close): the RBF units'
+        squared distances, or minus a dense head's logits."""
+        return self.rbf_logit_scale if self.head == "rbf" else 1.0
+
 
 @functools.cache
 def _literal_fields(cls: type) -> dict[str, tuple]:

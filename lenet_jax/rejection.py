@@ -1,4 +1,4 @@
-""""Not a digit": the rejection rule each checkpoint carries, one of two kinds.
+""""Not a digit": the rejection rule each checkpoint carries, one of three kinds.
 
 - ``energy`` (presets trained with outlier exposure, ``TrainConfig.not_digits``): the
   network was taught to spread its belief over all ten classes for non-digits, so a low
@@ -10,8 +10,12 @@
 - ``mahalanobis_map_statistics`` (the others): a class-conditional Gaussian with one
   shared covariance (Lee et al., 2018) over the mean and standard deviation of every
   feature map of C1, S2, C3 and S4 (88 numbers for LeNet-5).
+- ``rubbish_class`` (networks trained with the paper's MAP criterion, ``--recipe paper``):
+  the paper's own. The criterion's constant j is a class of its own, so its posterior
+  e^-j / (e^-j + sum_i e^-y_i) says how likely a picture is rubbish; above 1/2 it is
+  likelier than all ten digits together, and refused. Nothing is fitted.
 
-Either is calibrated the same way: training fits it on the validation slice at each
+The first two are calibrated the same way: training fits it on the validation slice at each
 checkpoint, and an image scoring beyond the ``QUANTILE`` of the validation digits' scores
 (the energy rule: beyond either of its two quantiles) is "not a digit". The candidates
 measured against each other, on pictures of other styles, are in benchmarks/RESULTS.md
@@ -31,7 +35,8 @@ from scipy.special import logsumexp
 from lenet_jax.errors import UserError
 from lenet_jax.models import MAP_LAYERS
 
-ENERGY, MAHALANOBIS = "energy", "mahalanobis_map_statistics"
+ENERGY, MAHALANOBIS, RUBBISH = "energy", "mahalanobis_map_statistics", "rubbish_class"
+RUBBISH_THRESHOLD = 0.5  # the rubbish class likelier than every digit together
 STATISTIC_LAYERS = MAP_LAYERS  # C1, S2, C3 and S4
 QUANTILE = 0.995  # of the validation digits' distances: ~0.5% of digits rejected
 # The energy rule's two: each refuses 0.3% of the validation digits, about 0.5% together
@@ -49,9 +54,11 @@ def map_statistics(maps: dict[str, jax.Array]) -> jax.Array:
 
 @dataclasses.dataclass(frozen=True)
 class Rule:
-    kind: str  # "energy" or "mahalanobis_map_statistics"
+    kind: str  # "energy", "mahalanobis_map_statistics" or "rubbish_class"
     threshold: float  # the largest score a digit may have
     confidence: float = 0.0  # energy: the smallest top-class probability a digit may have
+    rubbish: float = 0.0  # rubbish_class: j, the MAP criterion's constant
+    logit_scale: float = 1.0  # rubbish_class: logits = -logit_scale x the penalties
     means: np.ndarray | None = None  # (classes seen, D) the statistics' mean per class
     precision: np.ndarray | None = None  # (D, D) the inverse of the shared, shrunk covariance
 
@@ -61,9 +68,12 @@ class Rule:
         return self.kind == MAHALANOBIS
 
     def score(self, logits: np.ndarray, statistics: np.ndarray | None = None) -> np.ndarray:
-        """(N,) higher is less like a digit: the free energy, or the squared distance."""
+        """(N,) higher is less like a digit: the free energy, the squared distance, or the
+        rubbish class's posterior."""
         if self.kind == ENERGY:
             return -logsumexp(np.asarray(logits, np.float64), axis=-1)
+        if self.kind == RUBBISH:
+            return rubbish_posterior(logits, self.rubbish, self.logit_scale)
         return self.distance(statistics)
 
     def rejects(self, logits: np.ndarray, statistics: np.ndarray | None = None) -> np.ndarray:
@@ -81,6 +91,9 @@ class Rule:
         return (to_mean + np.einsum("kd,de,ke->k", self.means, self.precision, self.means)).min(1)
 
     def to_json(self) -> dict:
+        if self.kind == RUBBISH:
+            return {"kind": RUBBISH, "threshold": self.threshold, "rubbish": self.rubbish,
+                    "logit_scale": self.logit_scale}
         if self.kind == ENERGY:
             return {"kind": ENERGY, "quantile": ENERGY_QUANTILE, "threshold": self.threshold,
                     "confidence_quantile": CONFIDENCE_QUANTILE, "confidence": self.confidence}
@@ -111,6 +124,20 @@ def fit_energy(logits: np.ndarray) -> Rule:
                 confidence=float(np.quantile(top_probability(logits), CONFIDENCE_QUANTILE)))
 
 
+def rubbish_rule(rubbish: float, logit_scale: float) -> Rule:
+    """The paper's rule for a network trained with the MAP criterion's constant
+    ``rubbish`` (j), whose logits are ``-logit_scale`` x the penalties."""
+    return Rule(RUBBISH, RUBBISH_THRESHOLD, rubbish=rubbish, logit_scale=logit_scale)
+
+
+def rubbish_posterior(logits: np.ndarray, rubbish: float, logit_scale: float) -> np.ndarray:
+    """(N,) e^-j / (e^-j + sum_i e^-y_i), the penalties y_i = -logits / logit_scale
+    (``lenet_jax.paper.rubbish_posterior``, in float64 on the host)."""
+    penalties = -np.asarray(logits, np.float64) / logit_scale
+    both = np.concatenate([np.full(penalties.shape[:-1] + (1,), -rubbish), -penalties], -1)
+    return np.exp(-rubbish - logsumexp(both, axis=-1))
+
+
 def top_probability(logits: np.ndarray) -> np.ndarray:
     """(N,) the softmax's largest probability."""
     logits = np.asarray(logits, np.float64)
@@ -131,7 +158,10 @@ def from_metadata(metadata: dict) -> Rule | None:
         kind = record.get("kind", MAHALANOBIS)
         threshold = float(record["threshold"])
         confidence = float(record.get("confidence", 0.0))  # saved before it existed: none
-        if kind not in (ENERGY, MAHALANOBIS) or np.isnan(threshold) or np.isnan(confidence):
+        rubbish = float(record.get("rubbish", 0.0))
+        logit_scale = float(record.get("logit_scale", 1.0))
+        if (kind not in (ENERGY, MAHALANOBIS, RUBBISH)
+                or np.isnan([threshold, confidence, rubbish]).any() or not logit_scale > 0):
             raise RuleError(f"the rejection rule in the metadata is damaged (kind {kind!r}, "
                             f"threshold {threshold}, confidence {confidence})")
         means = precision = None
@@ -143,7 +173,8 @@ def from_metadata(metadata: dict) -> Rule | None:
     if kind == MAHALANOBIS and (means.ndim != 2 or precision.shape != (means.shape[1],) * 2):
         raise RuleError(f"the rejection rule in the metadata has shapes {means.shape} and "
                         f"{precision.shape}")
-    return Rule(kind, threshold, confidence, means=means, precision=precision)
+    return Rule(kind, threshold, confidence, rubbish, logit_scale, means=means,
+                precision=precision)
 
 
 def non_digit_pictures(seed: int = 0) -> list[tuple[str, Any]]:

@@ -27,7 +27,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
-from lenet_jax import checkpoint, inference, models, outliers, rejection
+from lenet_jax import checkpoint, inference, models, outliers, paper, rejection
 from lenet_jax.config import ConfigError, ResumeMismatchError, TrainConfig
 from lenet_jax.data import Dataset, Split, split_validation
 from lenet_jax.reporting import MetricsLog
@@ -36,6 +36,9 @@ from lenet_jax.runtime import phase
 
 class TrainState(train_state.TrainState):
     module: models.LeNet = struct.field(pytree_node=False)
+    # The loss ("cross_entropy", or "map" with its rubbish penalty j): TrainConfig's.
+    criterion: tuple[str, float] = struct.field(pytree_node=False,
+                                                default=("cross_entropy", 0.0))
 
 
 class TrainingDivergedError(RuntimeError):
@@ -87,9 +90,12 @@ def steps_per_epoch(num_examples: int, batch_size: int) -> int:
 
 
 def make_optimizer(config: TrainConfig, num_steps_per_epoch: int) -> optax.GradientTransformation:
-    """Adam with a constant rate, or linear warmup then cosine decay to 0 at the end;
-    with weight decay as PyTorch's ``Adam(weight_decay=)`` does it."""
-    return _adam(learning_rate_schedule(config, num_steps_per_epoch), config.weight_decay)
+    """Adam (or the paper's SDLM, ``lenet_jax.paper``) at the schedule's rate; with weight
+    decay as PyTorch's ``Adam(weight_decay=)`` does it."""
+    schedule = learning_rate_schedule(config, num_steps_per_epoch)
+    if config.optimizer == "sdlm":
+        return _sdlm(schedule, config.mu, config.weight_decay)
+    return _adam(schedule, config.weight_decay)
 
 
 def learning_rate_schedule(config: TrainConfig,
@@ -99,6 +105,9 @@ def learning_rate_schedule(config: TrainConfig,
     if config.schedule == "cosine":
         return _cosine(config.learning_rate, config.epochs * num_steps_per_epoch,
                        int(config.warmup_epochs * num_steps_per_epoch))
+    if config.schedule == "paper":
+        return _paper_rates(num_steps_per_epoch,
+                            config.learning_rate / paper.PASSES_AND_RATES[0][1])
     return config.learning_rate
 
 
@@ -120,6 +129,11 @@ def _cosine(learning_rate: float, steps: int, warmup_steps: int) -> optax.Schedu
 
 
 @functools.cache
+def _paper_rates(steps_per_pass: int, scale: float) -> optax.Schedule:
+    return paper.learning_rate_schedule(steps_per_pass, scale)
+
+
+@functools.cache
 def _adam(learning_rate: float | optax.Schedule,
           weight_decay: float = 0.0) -> optax.GradientTransformation:
     adam = optax.adam(learning_rate)
@@ -130,12 +144,23 @@ def _adam(learning_rate: float | optax.Schedule,
     return optax.chain(optax.add_decayed_weights(weight_decay), adam)
 
 
+@functools.cache
+def _sdlm(learning_rate: float | optax.Schedule, mu: float,
+          weight_decay: float = 0.0) -> optax.GradientTransformation:
+    sdlm = paper.sdlm(learning_rate, mu)
+    return optax.chain(optax.add_decayed_weights(weight_decay), sdlm) if weight_decay else sdlm
+
+
 def create_train_state(config: TrainConfig, num_steps_per_epoch: int) -> TrainState:
     """Fresh parameters (``models.init_params``'s, from ``config.seed``) and optimiser
     state, in compiled calls."""
-    module = models.LeNet(models.get_preset(config.preset))
+    preset = models.get_preset(config.preset)
+    if config.init == "paper":
+        preset = dataclasses.replace(preset, init="paper")
+    module = models.LeNet(preset)
     params = models.init_params(module, _init_key(config.seed))
-    return _with_optimizer(module, make_optimizer(config, num_steps_per_epoch), params)
+    return _with_optimizer(module, make_optimizer(config, num_steps_per_epoch), params,
+                           (config.loss, config.rubbish))
 
 
 @jax.jit
@@ -144,10 +169,34 @@ def _init_key(seed: jax.Array) -> jax.Array:
     return init_key
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
+@functools.partial(jax.jit, static_argnums=(0, 1, 3))
 def _with_optimizer(module: models.LeNet, tx: optax.GradientTransformation,
-                    params: Any) -> TrainState:
-    return TrainState.create(apply_fn=module.apply, params=params, tx=tx, module=module)
+                    params: Any, criterion: tuple[str, float]) -> TrainState:
+    return TrainState.create(apply_fn=module.apply, params=params, tx=tx, module=module,
+                             criterion=criterion)
+
+
+@functools.partial(jax.jit, static_argnames=("module",))
+def curvature(module: models.LeNet, params: Any, images: jax.Array) -> Any:
+    """SDLM's h: the Gauss-Newton diagonal of the squared error at the network's last
+    hidden layer for an RBF head (F6: what the RBF units measure; the paper's MSE
+    criterion), else at the logits, over ``images``."""
+    def outputs(p, x):
+        logits, layers = inference.forward(module, p, x, keep_maps=True)
+        return layers["F6"] if module.preset.head == "rbf" else logits
+
+    return paper.gauss_newton_diagonal(outputs, params, images)
+
+
+def estimate_curvature(state: TrainState, images: jax.Array, seed: int,
+                       epoch: int) -> TrainState:
+    """``state`` with SDLM's h (``curvature``) estimated on ``paper.CURVATURE_PATTERNS``
+    of ``images``, drawn for the seed's epoch ``epoch``."""
+    count = min(paper.CURVATURE_PATTERNS, len(images))
+    sample = jax.random.choice(jax.random.fold_in(epoch_key(seed, epoch), 7), len(images),
+                               (count,), replace=False)
+    h = curvature(state.module, state.params, images[sample])
+    return state.replace(opt_state=paper.with_curvature(state.opt_state, h))
 
 
 def epoch_key(seed: int, epoch: int) -> jax.Array:
@@ -260,7 +309,12 @@ def _batch_loss(params, state: TrainState, images, labels, mask, key, train: boo
     logits = inference.forward(state.module, params, images, train=train,
                                rngs={"dropout": dropout_key})
     logits, extra_logits = logits[:count], logits[count:]
-    per_example = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    kind, rubbish = state.criterion
+    if kind == "map":
+        per_example = paper.map_loss(-logits / state.module.preset.penalty_scale, labels,
+                                     rubbish)
+    else:
+        per_example = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     weights = mask.astype(jnp.float32)
     loss = jnp.sum(per_example * weights) / jnp.maximum(jnp.sum(weights), 1.0)
     if not_digits is not None:
@@ -402,12 +456,13 @@ EpochRunner = Callable[[TrainState, EpochPlan, Callable[[int], None] | None],
                        tuple[TrainState, dict]]
 
 # Config fields that change the trajectory: a resumed run must keep them.
-RESUME_INVARIANT = ("preset", "dataset", "batch_size", "learning_rate", "weight_decay",
-                    "schedule", "warmup_epochs", "seed", "val_size", "augment", "flip",
-                    "limit_train", "not_digits")
+RESUME_INVARIANT = ("preset", "dataset", "batch_size", "optimizer", "learning_rate", "mu", "loss",
+                    "rubbish", "init", "weight_decay", "schedule", "warmup_epochs", "seed",
+                    "val_size", "augment", "flip", "limit_train", "not_digits")
 _FORMER_NAMES = {"preset": "variant", "limit_train": "train_limit"}  # in older checkpoints
 # What older checkpoints, without the field, used.
-_ADDED_SINCE = {"weight_decay": 0.0, "flip": False, "not_digits": 0.0}
+_ADDED_SINCE = {"weight_decay": 0.0, "flip": False, "not_digits": 0.0, "optimizer": "adam",
+                "mu": 0.02, "loss": "cross_entropy", "rubbish": 0.0, "init": "preset"}
 
 
 def check_resumable(saved: dict, config: TrainConfig) -> None:
@@ -447,7 +502,11 @@ def _describe(config: TrainConfig, dataset: Dataset, sizes: tuple[int, int, int]
               devices: int, compile_seconds: float) -> str:
     c = config
     return (f"{c.preset} on {dataset.name}: {sizes[0]} train / {sizes[1]} validation / "
-            f"{sizes[2]} test, batch {c.batch_size}, Adam {c.learning_rate:g} {c.schedule}"
+            f"{sizes[2]} test, batch {c.batch_size}, "
+            f"{f'SDLM (mu {c.mu:g})' if c.optimizer == 'sdlm' else 'Adam'} "
+            f"{c.learning_rate:g} {c.schedule}"
+            f"{f', MAP loss j={c.rubbish:g}' if c.loss == 'map' else ''}"
+            f"{', paper init' if c.init == 'paper' else ''}"
             f"{f', weight decay {c.weight_decay:g}' if c.weight_decay else ''}"
             f"{', distortions' if c.augment else ''}{', flips' if c.flip else ''}"
             f"{f', non-digits x{c.not_digits:g}' if c.not_digits else ''}, "
@@ -534,6 +593,8 @@ def train_and_evaluate(
         for epoch in range(start_epoch, config.epochs):
             with phase("work"):
                 start = time.perf_counter()
+                if config.optimizer == "sdlm":  # h re-estimated before each pass (Sec. III-C)
+                    state = estimate_curvature(state, train_data[0], config.seed, epoch)
                 state, totals = run_epoch(state, plan(epoch), bar.update)
                 totals = jax.device_get(totals)  # the epoch's only host sync
                 seconds = time.perf_counter() - start
@@ -547,8 +608,9 @@ def train_and_evaluate(
                     "learning_rate": learning_rate_at(schedule, int(state.step) - 1),
                 }
                 # The map statistics of the "not a digit" rule come from the same pass.
+                with_rule = val_data is not None or config.loss == "map"
                 scores = {name: inference.evaluate(state.module, state.params, *split,
-                                                   statistics=val_data is not None)
+                                                   statistics=with_rule)
                           for name, split in (("val", val_data), ("test", test_data))
                           if split is not None}
                 for name, split_scores in scores.items():
@@ -557,11 +619,16 @@ def train_and_evaluate(
                 # The rule, fitted only for an epoch that becomes runs/best (Orbax names
                 # the latest of equals the best).
                 rule = None
-                if val_data is not None and record[selection] >= best:
+                if config.loss == "map":  # the criterion's own rubbish class: nothing to fit
+                    rule = rejection.rubbish_rule(config.rubbish,
+                                                  state.module.preset.penalty_scale)
+                elif val_data is not None and record[selection] >= best:
                     best = record[selection]
-                    val_scores, test_scores = scores["val"], scores["test"]
+                    val_scores = scores["val"]
                     rule = (rejection.fit_energy(val_scores["logits"]) if config.not_digits
                             else rejection.fit(val_scores["statistics"], np.asarray(val_data[1])))
+                if rule is not None:
+                    test_scores = scores["test"]
                     record["test_rejected"] = float(
                         rule.rejects(test_scores["logits"], test_scores["statistics"]).mean())
                 record["compile_seconds"] = compile_seconds

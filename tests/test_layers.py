@@ -33,7 +33,7 @@ MAY_IMPORT = {
     "evaluation": {"checkpoint", "errors", "files", "inference", "ink", "models",
                    "rejection"},
     "serve": {"evaluation", "explain", "models"},
-    "training": {"checkpoint", "config", "data", "inference", "models", "outliers",
+    "training": {"checkpoint", "config", "data", "inference", "models", "outliers", "paper",
                  "rejection", "reporting", "runtime"},
     "__init__": {"checkpoint", "inference", "models"},
 }

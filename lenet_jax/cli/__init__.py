@@ -201,6 +201,11 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             options["type"] = hint
         names = FLAG_NAMES.get(field.name, (flag(field.name),))
         parser.add_argument(*names, dest=field.name, **options)
+    from lenet_jax.config import NAMED_RECIPES
+
+    parser.add_argument("--recipe", choices=list(NAMED_RECIPES), default=None,
+                        help="start from this recipe instead of the preset's (paper: the "
+                             "1998 paper's training; the flags above still change it)")
 
 
 def config_from_args(args: argparse.Namespace):  # -> config.TrainConfig
@@ -209,4 +214,5 @@ def config_from_args(args: argparse.Namespace):  # -> config.TrainConfig
 
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
              if hasattr(args, f.name)}
-    return recipe(given.pop("preset", TrainConfig.preset), **given)
+    return recipe(given.pop("preset", TrainConfig.preset), getattr(args, "recipe", None),
+                  **given)
