@@ -42,6 +42,7 @@ ROWS: dict[str, tuple[str, dict, str]] = {
 }
 ROW_KEYS = {"paper": "paper", "distortions": "paper, distortions", "adam":
             "Adam (the project's recipe)"}
+_KEY_OF = {row: key for key, row in ROW_KEYS.items()}
 PAPER_END = {"paper": (0.35, 0.95), "paper, distortions": (None, 0.80)}  # train, test %
 
 
@@ -121,7 +122,7 @@ def main() -> int:
             if str(seed) in runs.get(row, {}):
                 continue
             with tempfile.TemporaryDirectory() as workdir:
-                where = (args.keep or Path(workdir)) / row.split(" ")[0].strip(",") / str(seed)
+                where = (args.keep or Path(workdir)) / _KEY_OF[row] / str(seed)
                 run = train(config_for(row, seed, args.passes), dataset, where)
             runs.setdefault(row, {})[str(seed)] = run
             args.runs.write_text(json.dumps(runs, indent=1) + "\n")
