@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import sys
@@ -80,6 +81,7 @@ def table(runs: dict, seeds: int) -> str:
 
 def plot(runs: dict, seeds: int, path: Path) -> None:
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     fig = Figure(figsize=(7, 4.5))
     ax = fig.subplots()
@@ -87,16 +89,24 @@ def plot(runs: dict, seeds: int, path: Path) -> None:
         done = [runs[row][str(s)] for s in range(seeds) if str(s) in runs.get(row, {})]
         if not done:
             continue
-        for kind, style in (("train_error", "--"), ("test_error", "-")):
+        for kind, style, words in (("train_error", "--", "training"), ("test_error", "-",
+                                                                       "test")):
             curves = np.array([run[kind] for run in done])
             passes = np.arange(1, curves.shape[1] + 1)
             ax.plot(passes, curves.mean(0), style, color=colour,
-                    label=f"{row}: {kind.split('_')[0]}")
+                    label=f"{row}: {words} ({len(done)} seeds)")
         for value, marker in zip(PAPER_END.get(row, (None, None)), ("x", "o"), strict=True):
             if value is not None:
-                ax.plot([20], [value], marker, color=colour, markersize=9)
-    ax.set(xlabel="pass over the training set", ylabel="error (%)", yscale="log",
-           title=f"LeNet-5 on MNIST, mean of {seeds} seeds (marks: the paper at 20 passes)")
+                ax.plot([passes[-1]], [value], marker, color=colour, markersize=9)
+    ax.plot([], [], "x", color="grey", label="the paper after 20 passes: training")
+    ax.plot([], [], "o", color="grey", label="the paper after 20 passes: test")
+    ax.set(xlabel="passes over the training set", ylabel="error (log scale)", yscale="log",
+           title="LeNet-5 on MNIST: error against passes, mean over seeds")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}%"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(  # 0.2%, 0.5%, 2%, 5%: not every minor tick
+        lambda v, _: f"{v:g}%" if round(v / 10 ** math.floor(math.log10(v))) in (2, 5) else ""))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
