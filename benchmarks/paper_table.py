@@ -5,6 +5,7 @@ the project's Adam recipe, several seeds each.
 
     python benchmarks/paper_table.py                          # 3 rows x 5 seeds x 20 passes
     python benchmarks/paper_table.py --rows paper --seeds 2 --out /tmp/row.md
+    python benchmarks/paper_table.py --report     # the table and plot of the runs done
 
 Each run's curve (training error during each pass, test error after it) is kept in
 ``--runs`` (JSON, one entry per row and seed), and a run already there is not trained
@@ -120,16 +121,18 @@ def main() -> int:
     parser.add_argument("--runs", type=Path, default=Path("benchmarks/paper_runs.json"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/PAPER.md"))
     parser.add_argument("--png", type=Path, default=None, help="default: --out with .png")
+    parser.add_argument("--report", action="store_true",
+                        help="train nothing: the table and plot of the runs already done")
     parser.add_argument("--keep", type=Path, default=None,
                         help="keep each run's checkpoints in KEEP/<row>/<seed>")
     args = parser.parse_args()
     rows = [ROW_KEYS[r] for r in args.rows]
     runs = json.loads(args.runs.read_text()) if args.runs.exists() else {}
-    dataset = data.load("mnist")
+    dataset = None if args.report else data.load("mnist")
     start = time.perf_counter()
     for seed in range(args.seeds):  # seed by seed, so that a cut sweep has every row
         for row in rows:
-            if str(seed) in runs.get(row, {}):
+            if args.report or str(seed) in runs.get(row, {}):
                 continue
             with tempfile.TemporaryDirectory() as workdir:
                 where = (args.keep or Path(workdir)) / _KEY_OF[row] / str(seed)
