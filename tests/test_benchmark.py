@@ -103,3 +103,24 @@ def test_every_listed_break_is_caught_by_the_tests():
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     summary = result.stdout.strip().splitlines()[-1]
     assert summary == f"{len(_mutants().load())} killed, 0 survived", summary
+
+
+def test_paper_table_reports_each_rows_seeds_from_the_kept_runs(tmp_path):
+    """benchmarks/paper_table.py --report: the last pass's test error per row, mean ± std
+    (n - 1) and min-max over the seeds kept, rows without runs left out, and the plot."""
+    runs = {"paper": {str(s): {"train_error": [5.0, t / 2], "test_error": [3.0, t],
+                               "test_rejected": 2.0, "seconds": 600.0}
+                      for s, t in enumerate((1.0, 1.2, 0.8))},
+            "Adam (the project's recipe)": {"0": {"train_error": [2.0, 0.1],
+                                                  "test_error": [1.5, 0.7],
+                                                  "test_rejected": 0.5, "seconds": 120.0}}}
+    (tmp_path / "runs.json").write_text(json.dumps(runs))
+    run = run_cli(str(ROOT / "benchmarks" / "paper_table.py"), "--report", "--passes", "2",
+                  "--runs", str(tmp_path / "runs.json"), "--out", str(tmp_path / "t.md"))
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = [line for line in (tmp_path / "t.md").read_text().splitlines()
+            if line.startswith("| ") and not line.startswith("| training")]
+    assert rows == ["| paper | 1.00 ± 0.20% | 0.80-1.20% | 3 | 10.0 min | 0.95% (training "
+                    "0.35%) |", "| Adam (the project's recipe) | 0.70 ± 0.00% | 0.70-0.70% "
+                    "| 1 | 2.0 min | - |"]
+    assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
