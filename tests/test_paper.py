@@ -159,22 +159,22 @@ def test_the_rubbish_rule_refuses_what_the_rubbish_class_outweighs():
 
 
 @pytest.mark.slow
-def test_a_paper_pass_estimates_h_first_and_learns_real_digits(mnist_sample, tmp_path):
-    """One pass of the recipe over 3,500 real digits, one at a time: h is the Gauss-Newton
-    diagonal of the starting network on the pass's 500 patterns; the test digits are read
-    at 75% or better (measured 79.8-83.9% over seeds 0-2; chance 10%); the checkpoint
-    carries the rubbish-class rule."""
+def test_a_paper_run_estimates_h_before_the_pass_and_carries_the_rubbish_rule(mnist_sample,
+                                                                              tmp_path):
+    """A short run of the recipe (200 real digits, one at a time), for a preset with a
+    dense head (its h is 12 s cheaper than the RBF head's 84 outputs): the h its
+    checkpoint holds is the Gauss-Newton diagonal of the starting network on the pass's
+    500 (here 200) patterns, and the checkpoint carries the rubbish-class rule."""
     from lenet_jax import checkpoint, training
     from lenet_jax.config import recipe
 
-    config = recipe("original", "paper", epochs=1)
+    config = recipe("sigmoid_maxpool_28", "paper", epochs=1, limit_train=200)
     record = training.train_and_evaluate(config, mnist_sample, tmp_path / "run",
                                          progress=False, log=lambda _: None)
-    assert record["step"] == len(mnist_sample.train.images)  # one pattern a step
-    assert record["test_accuracy"] >= 0.75, record
+    assert record["step"] == 200  # one pattern a step
     start = training.create_train_state(config, record["step"])
-    expected = training.estimate_curvature(start, jnp.asarray(mnist_sample.train.images),
-                                           config.seed, 0)
+    expected = training.estimate_curvature(
+        start, jnp.asarray(mnist_sample.train.images[:200]), config.seed, 0)
     runs = checkpoint.RunCheckpoints(tmp_path / "run")
     try:
         _, opt_state, metadata = runs.restore_latest(
@@ -184,10 +184,23 @@ def test_a_paper_pass_estimates_h_first_and_learns_real_digits(mnist_sample, tmp
         runs.close()
     h, want = opt_state.curvature, expected.opt_state.curvature
     assert min(float(leaf.min()) for leaf in jax.tree.leaves(h)) >= 0
-    assert max(float(leaf.max()) for leaf in jax.tree.leaves(h)) > 1  # F6's biases: ~2.6
+    assert max(float(leaf.max()) for leaf in jax.tree.leaves(h)) > 1  # output biases: 2
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-9), h, want)
     assert metadata["rejection"]["kind"] == "rubbish_class"
     assert metadata["rejection"]["rubbish"] == 10.0
+
+
+@pytest.mark.slow
+def test_a_paper_pass_reads_three_quarters_of_real_digits(mnist_sample, tmp_path):
+    """One pass of the recipe over 3,500 real digits, one at a time, reads 75% or more of
+    1,000 test digits (measured 79.8-83.9% over seeds 0-2; chance 10%)."""
+    from lenet_jax import training
+    from lenet_jax.config import recipe
+
+    record = training.train_and_evaluate(recipe("original", "paper", epochs=1), mnist_sample,
+                                         tmp_path / "run", progress=False, log=lambda _: None)
+    assert record["step"] == len(mnist_sample.train.images)
+    assert record["test_accuracy"] >= 0.75, record
 
 
 @pytest.mark.slow
