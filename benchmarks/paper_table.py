@@ -144,7 +144,9 @@ def main() -> int:
     versions = ", ".join(f"{m.__name__} {m.__version__}" for m in (jax, np))
     header = (f"# The paper's training, reproduced\n\nWritten by `python benchmarks/"
               f"paper_table.py {' '.join(sys.argv[1:])}` from the runs in `{args.runs}`; "
-              f"{args.passes} passes, seeds 0-{args.seeds - 1}. Machine: {cpu_name()}, "
+              f"{args.passes} passes, seeds 0-{args.seeds - 1} asked (the seeds column: "
+              f"those run). Machine time is the passes' own, on a host shared with other "
+              f"work. Machine: {cpu_name()}, "
               f"{os.cpu_count()} cores, {jax.device_count()} {jax.default_backend()} "
               f"device(s), Python {platform.python_version()}, {versions}.\n")
     args.out.write_text(header + "\n" + table(runs, args.seeds) + "\n")
