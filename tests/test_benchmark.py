@@ -105,6 +105,7 @@ def test_every_listed_break_is_caught_by_the_tests():
     assert summary == f"{len(_mutants().load())} killed, 0 survived", summary
 
 
+@pytest.mark.slow  # the benchmarks' smoke runs are in the slow set
 def test_paper_table_reports_each_rows_seeds_from_the_kept_runs(tmp_path):
     """benchmarks/paper_table.py --report: the last pass's test error per row, mean ± std
     (n - 1) and min-max over the seeds kept, rows without runs left out, and the plot."""
