@@ -33,7 +33,7 @@ FONT_FILES = ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSans-Oblique.ttf",
               "DejaVuSerif-BoldItalic.ttf", "STIXGeneral.ttf", "STIXGeneralBol.ttf",
               "STIXGeneralItalic.ttf", "STIXGeneralBolIta.ttf", "cmr10.ttf", "cmss10.ttf",
               "cmtt10.ttf", "cmti10.ttf", "cmb10.ttf")
-GENERATED = 1500  # scribbles, shapes, noise and specks, a quarter each
+GENERATED = 2400  # scribbles, shapes, noise and specks, a quarter each
 SEED = 1998
 
 
@@ -191,7 +191,8 @@ def _scribble(rng: np.random.Generator) -> Image.Image:
 
 def _shape(rng: np.random.Generator) -> Image.Image:
     """Filled: a rectangle, an ellipse, a polygon. Outlined: a polygon with corners, a
-    star, a grid, an arrow (no ring: that is a 0)."""
+    star, a grid, an arrow (no ring: that is a 0). Half of them squeezed to 30-100% of
+    their width."""
     page = Image.new("L", (96, 96), 0)
     draw = ImageDraw.Draw(page)
     corner, far = rng.integers(4, 40, 2), rng.integers(56, 92, 2)
@@ -226,6 +227,10 @@ def _shape(rng: np.random.Generator) -> Image.Image:
             angle = np.arctan2(tail[1] - tip[1], tail[0] - tip[0]) + side
             draw.line([tip, (tip[0] + 25 * np.cos(angle), tip[1] + 25 * np.sin(angle))],
                       fill=255, width=pen)
+    if rng.integers(0, 2):  # drawn shapes come in any proportions: a tall thin triangle too
+        width = int(96 * rng.uniform(0.3, 1))
+        narrow, page = page.resize((width, 96), Image.Resampling.BILINEAR), Image.new("L", (96, 96))
+        page.paste(narrow, ((96 - width) // 2, 0))
     return page
 
 
