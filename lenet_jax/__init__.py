@@ -1,9 +1,10 @@
 """lenet-jax: the LeNet-5 family in JAX/Flax.
 
-A trained model, in three lines:
+A trained model, in three lines (one shipped in the package, or your own checkpoint,
+``lenet_jax.load("runs/best")``):
 
     import lenet_jax
-    model, params, metadata = lenet_jax.load("runs/best")
+    model, params, metadata = lenet_jax.pretrained("original")
     probabilities = lenet_jax.predict(model, params, uint8_images)  # (N, 28, 28[, 1])
 
 A new one:
@@ -37,13 +38,16 @@ if TYPE_CHECKING:
         preprocess,
         summary,
     )
+    from lenet_jax.zoo import pretrained
 
 # name -> the module that defines it
-_HOMES = {"load": "lenet_jax.checkpoint", "predict": "lenet_jax.inference"}
+_HOMES = {"load": "lenet_jax.checkpoint", "predict": "lenet_jax.inference",
+          "pretrained": "lenet_jax.zoo"}
 __all__ = [
     "__version__",
     "load",
     "predict",
+    "pretrained",
     "PRESETS",
     "LeNet",
     "Preset",

@@ -302,7 +302,8 @@ class Predictor:
     params: Any
     metadata: dict
     rule: rejection.Rule | None
-    step_dir: Path
+    source: str  # where it came from, as a person reads it
+    step_dir: Path | None = None  # the checkpoint's step directory; None: shipped weights
 
     @classmethod
     def load(cls, path: str | Path) -> Predictor:
@@ -317,7 +318,17 @@ class Predictor:
         except rejection.RuleError as err:
             raise checkpoint.CheckpointError(f"{manager_dir / str(step)}: {err}") from None
         module, _ = models.create_model(metadata["preset"])
-        return cls(module, params, metadata, rule, manager_dir / str(step))
+        return cls(module, params, metadata, rule, str(manager_dir / str(step)),
+                   manager_dir / str(step))
+
+    @classmethod
+    def pretrained(cls, preset: str, dataset: str = "mnist") -> Predictor:
+        """From the weights shipped in the package (``lenet_jax.zoo``)."""
+        from lenet_jax import zoo
+
+        module, params, metadata = zoo.pretrained(preset, dataset)
+        return cls(module, params, metadata, rejection.from_metadata(metadata),
+                   f"pretrained {dataset}/{preset} (lenet-jax)")
 
     @property
     def class_names(self) -> tuple[str, ...]:

@@ -66,7 +66,7 @@ def model_card(predictor: Any) -> dict:
     from lenet_jax import models
 
     metadata = predictor.metadata
-    return {"checkpoint": str(predictor.step_dir), "preset": metadata["preset"],
+    return {"checkpoint": predictor.source, "preset": metadata["preset"],
             "dataset": metadata["dataset"], "epoch": metadata["epoch"],
             "test_accuracy": metadata.get("metrics", {}).get("test_accuracy"),
             "rejection": predictor.rule is not None,

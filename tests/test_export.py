@@ -80,10 +80,10 @@ def test_savedmodel_matches(trained_original, tiny_dataset, tmp_path):
 
     from lenet_jax import export
 
-    path = export.export_savedmodel(trained_original / "best", tmp_path)
+    params, metadata = checkpoint.restore_for_inference(trained_original / "best")
+    path = export.export_savedmodel(params, metadata, tmp_path)
     loaded = tf.saved_model.load(str(path))
     images = tiny_dataset.test.images[:5]
-    params, _ = checkpoint.restore_for_inference(trained_original / "best")
     module, _ = models.create_model("original")
     expected = inference.predict_logits(module, params, jnp.asarray(images))
     np.testing.assert_allclose(loaded.predict(tf.constant(images)).numpy(), expected,

@@ -28,14 +28,16 @@ MAY_IMPORT = {
     "inference": {"models", "rejection"},
     "config": {"data", "errors", "models"},
     "checkpoint": {"errors", "models"},
+    "zoo": {"errors", "models"},
+    "to_onnx": {"models"},
     "explain": {"files", "inference", "models"},
-    "export": {"checkpoint", "files", "inference", "models"},
+    "export": {"files", "inference", "models", "to_onnx"},
     "evaluation": {"checkpoint", "errors", "files", "inference", "ink", "models",
-                   "rejection"},
+                   "rejection", "zoo"},
     "serve": {"evaluation", "explain", "models"},
     "training": {"checkpoint", "config", "data", "inference", "models", "outliers", "paper",
                  "rejection", "reporting", "runtime"},
-    "__init__": {"checkpoint", "inference", "models"},
+    "__init__": {"checkpoint", "inference", "models", "zoo"},
 }
 
 

@@ -216,3 +216,31 @@ def config_from_args(args: argparse.Namespace):  # -> config.TrainConfig
              if hasattr(args, f.name)}
     return recipe(given.pop("preset", TrainConfig.preset), getattr(args, "recipe", None),
                   **given)
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--ckpt`` or ``--pretrained``, exactly one: the model a command reads."""
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--ckpt",
+                       help="runs/best, a run directory (its latest epoch) or a step directory")
+    group.add_argument("--pretrained", metavar="PRESET",
+                       help="weights shipped in the package: a preset trained on MNIST, or "
+                            "DATASET/PRESET ('lenet-jax info' lists them)")
+
+
+def load_predictor(args: argparse.Namespace):  # -> evaluation.Predictor
+    """The model ``add_model_arguments`` named, ready to answer."""
+    from lenet_jax import evaluation, zoo
+
+    if args.pretrained is not None:
+        return evaluation.Predictor.pretrained(*zoo.parse_name(args.pretrained))
+    return evaluation.Predictor.load(args.ckpt)
+
+
+def restore_model(args: argparse.Namespace) -> tuple[Any, dict]:
+    """(params, metadata) of the model ``add_model_arguments`` named."""
+    from lenet_jax import checkpoint, zoo
+
+    if args.pretrained is not None:
+        return zoo.restore(*zoo.parse_name(args.pretrained))
+    return checkpoint.restore_for_inference(args.ckpt)

@@ -22,8 +22,7 @@ MAX_BATCH = 10_000
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = cli.ArgumentParser(prog="evaluate.py",
                                 description="Report on a trained LeNet checkpoint.")
-    parser.add_argument("--ckpt", required=True,
-                        help="runs/best, a run directory (its latest epoch) or a step directory")
+    cli.add_model_arguments(parser)
     parser.add_argument("--split", choices=("test", "train"), default="test")
     parser.add_argument("--dataset", default=None,
                         help="evaluate on another data set with the same classes")
@@ -31,7 +30,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=None,
                         help="images per compiled chunk (default: 128 on CPU, 1000 elsewhere)")
     parser.add_argument("--out", default=None,
-                        help="where metrics.json and the PNGs go (default: <run>/eval)")
+                        help="where metrics.json and the PNGs go (default: <run>/eval; "
+                             "with --pretrained, eval-PRESET here)")
     parser.add_argument("--normalise", action="store_true",
                         help="row-normalised confusion heatmap instead of counts")
     parser.add_argument("--json", action="store_true", help="print metrics as JSON only")
@@ -109,19 +109,22 @@ def evaluate(args: argparse.Namespace) -> int:
     if args.explain and not args.image:
         return fail("--explain draws the images given with --image; give some")
 
-    from lenet_jax import checkpoint, evaluation
+    from lenet_jax import checkpoint
 
     runtime.enable_compilation_cache()
     cli.quiet_libraries()
     with runtime.phase("init"):
-        predictor = evaluation.Predictor.load(args.ckpt)
+        predictor = cli.load_predictor(args)
     if predictor.rule is None:
-        print(f"evaluate.py: note: {args.ckpt} carries no 'not a digit' rule (saved before it"
-              " existed, or trained without a validation slice); nothing is rejected",
+        print(f"evaluate.py: note: {predictor.source} carries no 'not a digit' rule (saved "
+              "before it existed, or trained without a validation slice); nothing is rejected",
               file=sys.stderr)
-    out_dir = Path(args.out) if args.out else predictor.step_dir.parent.parent / "eval"
-    if checkpoint.writes_into_checkpoints(out_dir, predictor.step_dir):
-        return fail(f"--out {out_dir} is inside the checkpoint; choose another directory")
+    if predictor.step_dir is None:  # shipped weights
+        out_dir = Path(args.out or f"eval-{predictor.metadata['preset']}")
+    else:
+        out_dir = Path(args.out) if args.out else predictor.step_dir.parent.parent / "eval"
+        if checkpoint.writes_into_checkpoints(out_dir, predictor.step_dir):
+            return fail(f"--out {out_dir} is inside the checkpoint; choose another directory")
     if (not args.image or args.explain) and (problem := cli.unwritable(out_dir, "--out")):
         return fail(problem)
     if args.image:

@@ -12,8 +12,7 @@ from lenet_jax.serve import TIMEOUT_SECONDS, make_server
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = cli.ArgumentParser(prog="lenet_jax.serve",
                                 description="Serve a draw-a-digit page for a checkpoint.")
-    parser.add_argument("--ckpt", required=True,
-                        help="runs/best, a run directory (its latest epoch) or a step directory")
+    cli.add_model_arguments(parser)
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default: this machine only)")
     parser.add_argument("--port", type=int, default=8000, help="port; 0 picks a free one")
@@ -34,11 +33,11 @@ def serve(args: argparse.Namespace) -> int:
         return _fail(f"--port must be in [0, 65535], got {args.port}")
     if not 0.1 <= args.timeout <= 3600:  # NaN fails too
         return _fail(f"--timeout must be in [0.1, 3600] seconds, got {args.timeout}")
-    from lenet_jax import evaluation, runtime
+    from lenet_jax import runtime
 
     runtime.enable_compilation_cache()
     cli.quiet_libraries()
-    predictor = evaluation.Predictor.load(args.ckpt)
+    predictor = cli.load_predictor(args)
     try:
         server = make_server(predictor, args.host, args.port, args.timeout)
     except OSError as err:
