@@ -4,11 +4,13 @@ answers, at any batch size; it is built from ONNX's own Conv and pooling operato
 keeps C3's connection table (1,500 weights, not a 6x16 kernel)."""
 
 import collections
+import subprocess
+import sys
 
 import numpy as np
 import onnxruntime as ort
 import pytest
-from helpers import run_cli
+from helpers import ROOT, run_cli
 
 import lenet_jax
 from lenet_jax import data, export, inference, to_onnx, zoo
@@ -120,3 +122,15 @@ def test_int8_export_is_within_0_3_points_of_float32_and_writes_reference_activa
         np.testing.assert_allclose(reference["logits"], jax_logits(preset, "mnist",
                                                                    test.images[:8]), atol=1e-5)
         assert reference["C1"].shape[:1] == (8,) and reference["F6"].shape == (8, 84)
+
+
+def test_onnx_export_without_the_onnx_package_is_one_line(tmp_path):
+    code = ("import sys; sys.modules['onnx'] = None; from lenet_jax import cli; "
+            "from lenet_jax.cli.export import main; cli.exit(main(['--pretrained', "
+            f"'original', '--format', 'onnx', '--out', {str(tmp_path)!r}]))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=ROOT)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("lenet_jax.export: error: --format onnx needs onnx (")
+    assert "pip install 'lenet-jax[onnx]'" in result.stderr
+    assert not list(tmp_path.iterdir())  # nothing half-written
