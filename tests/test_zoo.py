@@ -145,3 +145,18 @@ def test_export_writes_the_shipped_model(tmp_path, mnist_sample):
     model, params, _ = lenet_jax.pretrained("relu_maxpool")
     np.testing.assert_allclose(np.asarray(jax.nn.softmax(exported.call(images))),
                                lenet_jax.predict(model, params, images), atol=1e-5)
+
+
+def test_info_into_a_closed_pipe_stops_quietly():
+    """`lenet-jax info | head -1`: the reader goes away; no traceback, no "internal
+    error", exit 141 as a shell's SIGPIPE."""
+    import os
+    import subprocess
+    import sys
+
+    read, write = os.pipe()
+    os.close(read)
+    result = subprocess.run([sys.executable, "-m", "lenet_jax", "info"], stdout=write,
+                            stderr=subprocess.PIPE, cwd=ROOT, timeout=120)
+    os.close(write)
+    assert (result.returncode, result.stderr) == (141, b"")

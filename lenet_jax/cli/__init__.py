@@ -36,6 +36,7 @@ EXIT_WRITE = 4  # a write failed part-way (full or read-only disk); what was sav
 EXIT_PEER_LOST = 5  # --distributed: another process of the run stopped; all resume
 EXIT_INTERRUPTED = 130  # Ctrl-C / SIGINT; resume with --resume
 EXIT_TERMINATED = 143  # SIGTERM (kill, a scheduler's stop); resume with --resume
+EXIT_BROKEN_PIPE = 141  # stdout's reader went away (| head), as a shell's SIGPIPE says
 
 
 class Terminated(KeyboardInterrupt):
@@ -152,6 +153,10 @@ def guarded(prog: str, body: Callable[[], int]) -> int:
         word, code = stopped(stop)
         print(f"{prog}: {word}", file=sys.stderr)
         return code
+    except BrokenPipeError:  # `lenet-jax info | head`: stop quietly, and at exit too
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except Exception as err:
         log = Path(tempfile.gettempdir()) / f"{re.sub(r'[^a-z]', '-', prog)}-{os.getpid()}.log"
         log.write_text(traceback.format_exc())
