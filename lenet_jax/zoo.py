@@ -64,13 +64,14 @@ def weights_digest(blob: bytes) -> str:
 def restore(preset: str, dataset: str = "mnist") -> tuple[Any, dict]:
     """(params, metadata) of a shipped model, its file checked against the card's SHA-256;
     the metadata is what its checkpoint held (normalisation, "not a digit" rule, ...)."""
+    import jax
     import jax.numpy as jnp
     from flax import serialization
 
     entry = card(preset, dataset)
     params = serialization.msgpack_restore(_checked(entry["file"], entry["sha256"], preset,
                                                     dataset))
-    return _on_device(params, jnp), metadata(preset, dataset)
+    return jax.tree.map(jnp.asarray, params), metadata(preset, dataset)
 
 
 def metadata(preset: str, dataset: str = "mnist") -> dict:
@@ -91,12 +92,6 @@ def _checked(file: str, sha256: str, preset: str, dataset: str) -> bytes:
         raise PretrainedError(f"the trained {preset} ({dataset}) is damaged: the SHA-256 of "
                               f"{file} is not the card's; reinstall lenet-jax")
     return blob
-
-
-def _on_device(tree: Any, jnp: Any) -> Any:
-    if isinstance(tree, dict):
-        return {k: _on_device(v, jnp) for k, v in tree.items()}
-    return jnp.asarray(tree)
 
 
 def pretrained(preset: str = "original", dataset: str = "mnist") -> tuple[Any, Any, dict]:
