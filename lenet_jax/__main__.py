@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import NoReturn
 
 from lenet_jax import cli
 
@@ -44,5 +45,10 @@ def main(argv: list[str] | None = None) -> int:
                        .main(argv[1:]))
 
 
-if __name__ == "__main__":
+def console() -> NoReturn:
+    """The ``lenet-jax`` console script: ``main``, ended by ``cli.exit``."""
     cli.exit(main())
+
+
+if __name__ == "__main__":
+    console()

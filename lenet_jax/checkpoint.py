@@ -145,12 +145,21 @@ def _restore(manager: ocp.CheckpointManager, step: int, items: dict) -> dict:
     try:
         restored = manager.restore(step, args=ocp.args.Composite(**items))
     except Exception as err:
-        first_line = str(err).splitlines()[0] if str(err) else "unreadable"
         raise CheckpointError(f"cannot restore {Path(manager.directory) / str(step)}: "
-                              f"{type(err).__name__}: {first_line}") from None
+                              f"{_reason(err)}") from None
     if "metadata" in items:
         checked_metadata(restored.get("metadata"), Path(manager.directory) / str(step))
     return dict(restored)
+
+
+def _reason(err: BaseException) -> str:
+    """The innermost cause's first line: Orbax wraps TensorStore's words ("Error reading
+    "F6.kernel/0.0" ...: Truncated Zstd-compressed stream") in a line that ends in an object's
+    many-line repr."""
+    while (err.__cause__ or err.__context__) is not None:
+        err = err.__cause__ or err.__context__
+    line = str(err).splitlines()[0] if str(err) else "unreadable"
+    return f"{type(err).__name__}: {line.split(' See full TensorStore details')[0]}"
 
 
 def _link(link: Path, target: Path) -> None:

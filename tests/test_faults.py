@@ -35,6 +35,14 @@ def _train_main(capsys, *argv):
     return run_main("train", capsys, *argv)
 
 
+def _copy_of(workdir: Path, tmp_path: Path) -> Path:
+    """A copy of a shared workdir to resume: train.py writes its lock and owner files beside
+    the run, and another test copying the shared one must not pick them up."""
+    copy = tmp_path / "runs"
+    shutil.copytree(workdir, copy, symlinks=True)
+    return copy
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
@@ -403,10 +411,11 @@ def test_second_trainer_is_refused_and_a_killed_ones_lock_is_taken_over(tmp_path
 
 
 @pytest.mark.slow  # kept out of the 2-minute default suite (CI runs it)
-def test_resuming_another_presets_run_is_refused_and_untouched(trained_original):
-    run_dir = trained_original / "original"
+def test_resuming_another_presets_run_is_refused_and_untouched(trained_original, tmp_path):
+    workdir = _copy_of(trained_original, tmp_path)
+    run_dir = workdir / "original"
     before = tree_digest(run_dir)
-    flags = trained_flags("--workdir", str(trained_original), "--name", "original", "--resume")
+    flags = trained_flags("--workdir", str(workdir), "--name", "original", "--resume")
     result = run_cli("train.py", *flags, "--preset", "relu_maxpool")
     line = _one_error_line(result)
     assert "cannot resume: the run was trained with preset='original'" in line
@@ -415,10 +424,11 @@ def test_resuming_another_presets_run_is_refused_and_untouched(trained_original)
 
 @pytest.mark.slow  # a run through the CLI: kept out of the 2-minute default suite
 def test_resuming_a_finished_run_says_so_exits_0_and_changes_nothing(trained_original,
-                                                                    capsys):
-    run_dir = trained_original / "original"
+                                                                    tmp_path, capsys):
+    workdir = _copy_of(trained_original, tmp_path)
+    run_dir = workdir / "original"
     before = tree_digest(run_dir)
-    result = _train_main(capsys, *trained_flags("--workdir", str(trained_original), "--name",
+    result = _train_main(capsys, *trained_flags("--workdir", str(workdir), "--name",
                                                 "original", "--resume", "--no-progress"))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == (

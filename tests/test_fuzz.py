@@ -6,6 +6,7 @@ an exception escaping ``main`` is the traceback a user would see, and fails the 
 import contextlib
 import io
 import json
+import re
 import shutil
 import tempfile
 import threading
@@ -81,7 +82,7 @@ def _argv(flags: dict[str, st.SearchStrategy | None]) -> st.SearchStrategy[list[
 def _outcome(main, argv: list[str], capsys, prog: str,
              codes: tuple[int, ...] = (cli.EXIT_OK, cli.EXIT_USAGE)) -> int:
     """``main(argv)``'s exit code; asserts it is 0, or one of ``codes`` with one line on
-    stderr."""
+    stderr, in words (no object's repr from deep inside a library)."""
     try:
         code = main(argv)
     except SystemExit as exit_:  # argparse: --help (0) or a bad flag (2)
@@ -92,6 +93,7 @@ def _outcome(main, argv: list[str], capsys, prog: str,
     if code:
         lines = err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: "), (argv, err)
+        assert not re.search(r"<bound method|<[\w.]+ object at 0x", err), err
     return code
 
 

@@ -133,10 +133,18 @@ def _stops() -> Iterator[None]:
 
 def exit(code: int) -> NoReturn:  # noqa: A001 (the tools' sys.exit)
     """``sys.exit(code)``, with a Ctrl-C or SIGTERM during the interpreter's clean-up
-    ending the process at once rather than printing a traceback."""
+    ending the process at once rather than printing a traceback. A failure ends at once
+    after its line: the interpreter's clean-up would print what a failed Orbax read left
+    running (its other reads, finishing after the event loop closed) as tracebacks, and
+    everything this process wrote is closed by then (``RunCheckpoints.close`` waits)."""
     for signum in (signal.SIGINT, signal.SIGTERM):
         if signal.getsignal(signum) is not signal.SIG_IGN:
             signal.signal(signum, lambda signum, frame: os._exit(128 + signum))
+    if code:
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
     sys.exit(code)
 
 
