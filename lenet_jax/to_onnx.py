@@ -106,15 +106,25 @@ def _dense(g: _Graph, x: str, params: dict, layer: str) -> str:
                 g.constant(np.asarray(params["bias"], np.float32), f"{layer}.bias"))
 
 
-def model_proto(preset_name: str, params: Any, class_names: tuple[str, ...] = ()) -> Any:
+def model_proto(preset_name: str, params: Any, class_names: tuple[str, ...] = (),
+                maps: bool = False) -> Any:
     """The ``onnx.ModelProto`` of preset ``preset_name`` with ``params`` (a Flax params
-    dict, as ``lenet_jax.load`` or ``lenet_jax.pretrained`` returns)."""
+    dict, as ``lenet_jax.load`` or ``lenet_jax.pretrained`` returns). With ``maps``, also
+    what ``explain.panels`` shows: the preprocessed input and C1, S2, C3, S4 (NCHW) and
+    F6, as outputs of those names (the static page draws them)."""
     import onnx
     from onnx import TensorProto, helper
 
     p = models.get_preset(preset_name)
     g = _Graph()
     act = lambda x: _activation(g, p.activation, x)  # noqa: E731
+    shown = []
+
+    def keep(x: str, name: str) -> str:
+        if maps:
+            shown.append(g.op("Identity", x, name=name))
+        return x
+
     # Preprocessing, as models.preprocess: [0, 1], then the preset's fit and normalisation.
     x = g.op("Div", g.op("Cast", INPUT, to=TensorProto.FLOAT), g.constant(255.0, "white"))
     x = g.op("Transpose", x, perm=[0, 3, 1, 2])  # NHWC -> NCHW
@@ -125,24 +135,27 @@ def model_proto(preset_name: str, params: Any, class_names: tuple[str, ...] = ()
         scale = p.input_size / models.MNIST_SIZE
         x = g.op("Resize", x, "", g.constant(np.array([1, 1, scale, scale]), "scales"),
                  mode="linear", coordinate_transformation_mode="half_pixel")
-    x = g.op("Div", g.op("Sub", x, g.constant(p.mean, "mean")), g.constant(p.std, "std"))
+    x = keep(g.op("Div", g.op("Sub", x, g.constant(p.mean, "mean")),
+                  g.constant(p.std, "std")), "input")
 
-    x = act(_conv(g, x, params["C1"]["kernel"], params["C1"]["bias"], "C1", p.c1_padding))
+    x = keep(act(_conv(g, x, params["C1"]["kernel"], params["C1"]["bias"], "C1",
+                       p.c1_padding)), "C1")
     x = _pool(g, x, p.pool, params.get("S2"), "S2")
-    x = act(x) if p.pool == "trainable" else x
+    x = keep(act(x) if p.pool == "trainable" else x, "S2")
     if p.c3 == "paper_table":
         x = act(_table_conv(g, x, params["C3"]["kernel"], params["C3"]["bias"]))
     else:
         x = act(_conv(g, x, params["C3"]["kernel"], params["C3"]["bias"], "C3"))
+    x = keep(x, "C3")
     x = _pool(g, x, p.pool, params.get("S4"), "S4")
-    x = act(x) if p.pool == "trainable" else x
+    x = keep(act(x) if p.pool == "trainable" else x, "S4")
     if p.c5 == "conv":
         x = g.op("Flatten", _conv(g, x, params["C5"]["kernel"], params["C5"]["bias"], "C5"))
     else:  # flattened in NHWC order, as ops.flatten
         x = _dense(g, g.op("Flatten", g.op("Transpose", x, perm=[0, 2, 3, 1])), params["C5"],
                    "C5")
     x = act(x) if p.c5_activation else x
-    x = act(_dense(g, x, params["F6"], "F6"))
+    x = keep(act(_dense(g, x, params["F6"], "F6")), "F6")
     if p.head == "rbf":  # -scale * squared distance to each fixed code
         codes = g.constant(models.rbf_codes()[None], "rbf_codes")  # (1, 10, 84)
         difference = g.op("Sub", g.op("Unsqueeze", x, g.constant(np.array([1]), "axis_1")),
@@ -158,7 +171,11 @@ def model_proto(preset_name: str, params: Any, class_names: tuple[str, ...] = ()
     graph = helper.make_graph(
         g.nodes, f"lenet_{preset_name}",
         [helper.make_tensor_value_info(INPUT, TensorProto.UINT8, ["batch", side, side, 1])],
-        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["batch", models.CLASSES])],
+        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["batch", models.CLASSES])]
+        + [helper.make_tensor_value_info(  # NCHW maps; F6 (batch, 84)
+            name, TensorProto.FLOAT, ["batch", 84] if name == "F6"
+            else ["batch", f"{name}_maps", f"{name}_height", f"{name}_width"])
+           for name in shown],
         g.initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="lenet-jax")

@@ -182,3 +182,78 @@ def tree_digest(directory: Path) -> str:
     for path in sorted(p for p in directory.rglob("*") if p.is_file()):
         digest.update(str(path.relative_to(directory)).encode() + path.read_bytes())
     return digest.hexdigest()
+
+
+def chromium():
+    """A headless Chromium driven by Selenium, or a skip saying what is missing (a
+    failure where LENET_JAX_REQUIRE_BROWSER is set, as in CI)."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not (browser and driver):
+        reason = "no Chromium here: apt-get install chromium chromium-driver"
+        if os.environ.get("LENET_JAX_REQUIRE_BROWSER"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                 "--window-size=1200,900"):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(driver), options=options)
+
+
+def draw(browser, path: list[tuple[int, int]]) -> None:
+    """Press at path[0], move through the rest, release: pointer events on the canvas."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    pad = browser.find_element(By.ID, "pad")
+    actions = ActionChains(browser, duration=20)
+    actions.move_to_element_with_offset(pad, path[0][0] - 140, path[0][1] - 140)
+    actions.click_and_hold()
+    for (x0, y0), (x1, y1) in zip(path, path[1:], strict=False):
+        for step in range(1, 6):  # several moves per segment, as a hand makes
+            actions.move_to_element_with_offset(pad, round(x0 + (x1 - x0) * step / 5) - 140,
+                                                round(y0 + (y1 - y0) * step / 5) - 140)
+    actions.release().perform()
+
+
+def shown_answer(browser, answered_before: int) -> tuple[str, list[str], list[str]]:
+    """Once every request the strokes started has come back: the page's answer, the
+    classes of the bars marked top, and every bar's class in order."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    def settled(driver):
+        body = driver.find_element(By.TAG_NAME, "body")
+        return (body.get_attribute("data-pending") == "0"
+                and int(body.get_attribute("data-answered")) > answered_before)
+
+    WebDriverWait(browser, 60).until(settled)
+    rows = browser.find_elements(By.CSS_SELECTOR, "#bars .bar")
+    top = [row.get_attribute("data-class") for row in rows if "top" in row.get_attribute("class")]
+    return (browser.find_element(By.ID, "answer").text, top,
+            [row.get_attribute("data-class") for row in rows])
+
+
+def page_points(stroke, side: float, left: float, top: float) -> list[tuple[int, int]]:
+    from benchmarks.style_sets import DIGIT_WIDTH
+
+    return [(round(left + DIGIT_WIDTH * x * side), round(top + y * side)) for x, y in stroke]
+
+
+def draw_on_clean_pad(browser, strokes, side: float, left: float, top: float,
+                      answered: int) -> tuple[str, int]:
+    """Clear the pad, draw ``strokes`` (``DIGIT_STROKES``' kind) ``side`` px tall at (left,
+    top), and wait for the answer: (the answer shown, the page's answer count now)."""
+    from selenium.webdriver.common.by import By
+
+    browser.find_element(By.ID, "clear").click()
+    for stroke in strokes:
+        draw(browser, page_points(stroke, side, left, top))
+    answer, _, _ = shown_answer(browser, answered)
+    return answer, int(browser.find_element(By.TAG_NAME, "body").get_attribute("data-answered"))
+

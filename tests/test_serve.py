@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 import reference
-from helpers import ROOT, run_cli, serving
+from helpers import ROOT, chromium, draw, draw_on_clean_pad, run_cli, serving, shown_answer
 from PIL import Image
 
 from lenet_jax import evaluation, explain, serve
@@ -238,72 +238,17 @@ def test_load_of_200_requests_from_8_threads_is_all_answered(mnist_run, tmp_path
     print(result.stdout)
 
 
-def _chromium():
-    """A headless Chromium driven by Selenium, or a skip saying what is missing (a
-    failure where LENET_JAX_REQUIRE_BROWSER is set, as in CI)."""
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    if not (browser and driver):
-        reason = "no Chromium here: apt-get install chromium chromium-driver"
-        if os.environ.get("LENET_JAX_REQUIRE_BROWSER"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                 "--window-size=1200,900"):
-        options.add_argument(flag)
-    return webdriver.Chrome(service=Service(driver), options=options)
-
-
-def _draw(browser, path: list[tuple[int, int]]) -> None:
-    """Press at path[0], move through the rest, release: pointer events on the canvas."""
-    from selenium.webdriver.common.action_chains import ActionChains
-    from selenium.webdriver.common.by import By
-
-    pad = browser.find_element(By.ID, "pad")
-    actions = ActionChains(browser, duration=20)
-    actions.move_to_element_with_offset(pad, path[0][0] - 140, path[0][1] - 140)
-    actions.click_and_hold()
-    for (x0, y0), (x1, y1) in zip(path, path[1:], strict=False):
-        for step in range(1, 6):  # several moves per segment, as a hand makes
-            actions.move_to_element_with_offset(pad, round(x0 + (x1 - x0) * step / 5) - 140,
-                                                round(y0 + (y1 - y0) * step / 5) - 140)
-    actions.release().perform()
-
-
-def _shown_answer(browser, answered_before: int) -> tuple[str, list[str], list[str]]:
-    """Once every request the strokes started has come back: the page's answer, the
-    classes of the bars marked top, and every bar's class in order."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.wait import WebDriverWait
-
-    def settled(driver):
-        body = driver.find_element(By.TAG_NAME, "body")
-        return (body.get_attribute("data-pending") == "0"
-                and int(body.get_attribute("data-answered")) > answered_before)
-
-    WebDriverWait(browser, 60).until(settled)
-    rows = browser.find_elements(By.CSS_SELECTOR, "#bars .bar")
-    top = [row.get_attribute("data-class") for row in rows if "top" in row.get_attribute("class")]
-    return (browser.find_element(By.ID, "answer").text, top,
-            [row.get_attribute("data-class") for row in rows])
-
-
 @pytest.mark.slow
 def test_page_in_chromium_reads_a_drawn_one_and_seven(mnist_run, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.wait import WebDriverWait
 
-    browser = _chromium()
+    browser = chromium()
     try:
         with serving(mnist_run / "best") as url:
             browser.get(url)
-            _draw(browser, [(140, 40), (140, 240)])  # a vertical bar
-            answer, top, labels = _shown_answer(browser, 0)
+            draw(browser, [(140, 40), (140, 240)])  # a vertical bar
+            answer, top, labels = shown_answer(browser, 0)
             # One bar marked top, and all ten in order, labelled 0-9.
             assert (answer, top, labels) == ("1", ["1"], [str(d) for d in range(10)])
             counts = {layer.get_attribute("data-layer"):
@@ -325,8 +270,8 @@ def test_page_in_chromium_reads_a_drawn_one_and_seven(mnist_run, tmp_path):
             assert browser.find_element(By.ID, "answer").text == ""
             assert browser.find_elements(By.CSS_SELECTOR, "#maps .layer") == []
             answered = int(browser.find_element(By.TAG_NAME, "body").get_attribute("data-answered"))
-            _draw(browser, [(70, 60), (210, 60), (120, 240)])  # a 7: the bar, then down-left
-            answer, top, _ = _shown_answer(browser, answered)
+            draw(browser, [(70, 60), (210, 60), (120, 240)])  # a 7: the bar, then down-left
+            answer, top, _ = shown_answer(browser, answered)
             screenshot = tmp_path / "page-seven.png"
             browser.save_screenshot(str(screenshot))
             assert (answer, top) == ("7", ["7"]), screenshot
@@ -345,29 +290,22 @@ def test_page_in_chromium_reads_a_drawn_one_and_seven(mnist_run, tmp_path):
             browser.set_window_size(desktop["width"], desktop["height"])
         # The server has stopped: the next stroke says so in words.
         browser.find_element(By.ID, "clear").click()
-        _draw(browser, [(140, 40), (140, 240)])
+        draw(browser, [(140, 40), (140, 240)])
         WebDriverWait(browser, 30).until(
             lambda d: "not answering" in d.find_element(By.ID, "error").text)
     finally:
         browser.quit()
 
 
-def _page_points(stroke, side: float, left: float, top: float) -> list[tuple[int, int]]:
-    from benchmarks.style_sets import DIGIT_WIDTH
-
-    return [(round(left + DIGIT_WIDTH * x * side), round(top + y * side)) for x, y in stroke]
-
-
 @pytest.mark.slow
 def test_page_in_chromium_reads_40_drawn_digits_large_and_small(mnist_run, tmp_path):
     """Each digit drawn with the mouse large (200 px) and small (60 px), each in two places
     on the pad, cleared between: at least 39 of 40 read right and accepted."""
-    from selenium.webdriver.common.by import By
 
     from benchmarks.style_sets import DIGIT_STROKES
 
     places = {"large": (200, [(50, 40), (110, 60)]), "small": (60, [(30, 30), (180, 190)])}
-    browser = _chromium()
+    browser = chromium()
     misses, answered = [], 0
     try:
         with serving(mnist_run / "best") as url:
@@ -375,12 +313,8 @@ def test_page_in_chromium_reads_40_drawn_digits_large_and_small(mnist_run, tmp_p
             for digit, strokes in DIGIT_STROKES.items():
                 for size, (side, corners) in places.items():
                     for left, top in corners:
-                        browser.find_element(By.ID, "clear").click()
-                        for stroke in strokes:
-                            _draw(browser, _page_points(stroke, side, left, top))
-                        answer, _, _ = _shown_answer(browser, answered)
-                        answered = int(browser.find_element(By.TAG_NAME, "body")
-                                       .get_attribute("data-answered"))
+                        answer, answered = draw_on_clean_pad(browser, strokes, side, left,
+                                                             top, answered)
                         if answer != str(digit):
                             misses.append((digit, size, (left, top), answer))
                             browser.save_screenshot(str(tmp_path / f"{digit}-{size}-{left}.png"))
