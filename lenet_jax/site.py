@@ -22,7 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from lenet_jax import models
+from lenet_jax import data, models
 from lenet_jax.errors import UserError
 
 ORT_PACKAGE, ORT_VERSION = "onnxruntime-web", "1.31.1"
@@ -39,15 +39,10 @@ class SiteError(UserError):
     """The folder cannot be written, or onnxruntime-web cannot be fetched."""
 
 
-def cache_dir() -> Path:
-    """Where onnxruntime-web is kept between builds: $LENET_JAX_CACHE, or ~/.cache/lenet-jax."""
-    return Path(os.environ.get("LENET_JAX_CACHE") or Path.home() / ".cache" / "lenet-jax")
-
-
 def runtime_files(cache: Path | None = None) -> Path:
     """The directory holding ``ORT_FILES``; npm installs ``ORT_PACKAGE``@``ORT_VERSION``
     into the cache the first time."""
-    home = (cache or cache_dir()) / f"{ORT_PACKAGE}-{ORT_VERSION}"
+    home = (cache or data.default_cache_dir()) / f"{ORT_PACKAGE}-{ORT_VERSION}"
     dist = home / "node_modules" / ORT_PACKAGE / "dist"
     if all((dist / name).is_file() for name in ORT_FILES):
         return dist
