@@ -5,16 +5,22 @@ image reader a user's picture goes through (``evaluation.mnist_like``).
 Two disjoint sets, so that what chooses a rule is not what grades it:
 
 - ``dev``: print fonts (FreeFont, Go) and three handwriting fonts, the MNIST
-  *validation* digits re-stroked, seed 1. Used to compare candidates and set thresholds.
+  *validation* digits re-stroked, seed 1, and its own second shapes and noise (``symbol``:
+  crosses, hearts, crescents...; ``texture``: Gaussian, smooth, stripes...). Used to
+  compare candidates and set thresholds.
 - ``held-out``: fifteen other handwriting fonts, scanned digits of another collection
   (scikit-learn's 8x8 UCI digits, blown up and blurred as a phone photo of a note would
-  be), the MNIST *test* digits re-stroked, seed 2. Only reported.
+  be), the MNIST *test* digits re-stroked, seed 2, and second shapes and noise of its own
+  (``sign``: arrows, bolts, half discs...; ``pattern``: value noise, blocks, scan
+  lines...), written before the training they grade and never used to choose. Only
+  reported.
 
 Training's non-digits (``lenet_jax.outliers``) come from matplotlib's own fonts and
-seeds of their own: none of these sources. The fonts are Debian packages
+generators and seeds of their own: none of these sources. The fonts are Debian packages
 (``apt-get install``, ``.ci/run``); a missing one is an error, not a smaller set.
 
     python benchmarks/style_sets.py --ckpt runs/best [--set held-out] [--json out.json]
+    python benchmarks/style_sets.py --pretrained original          # a shipped model
 """
 
 from __future__ import annotations
@@ -58,7 +64,6 @@ DEBIAN_PACKAGES = ("fonts-freefont-ttf", "fonts-go", "fonts-comic-neue", "fonts-
                    "fonts-leckerli-one")
 # The issue's letters and symbols: none of them looks like a digit.
 NON_DIGIT_CHARACTERS = "AEFHKMNPRTWXYaehkmnrwxy#@&?%"
-SETS = {"dev": (DEV_FONTS, 1, "validation"), "held-out": (HELD_OUT_FONTS, 2, "test")}
 
 
 def _arc(cx: float, cy: float, rx: float, ry: float, start: float, end: float,
@@ -209,6 +214,143 @@ def noise(rng: np.random.Generator) -> Image.Image:
     return Image.fromarray(pixels)
 
 
+def _turned(points: list[tuple[float, float]], centre: np.ndarray, scale: float,
+            angle: float) -> list[tuple[float, float]]:
+    c, s = np.cos(angle), np.sin(angle)
+    return [(centre[0] + scale * (x * c - y * s), centre[1] + scale * (x * s + y * c))
+            for x, y in points]
+
+
+def symbol(rng: np.random.Generator) -> Image.Image:
+    """The dev set's second shapes: a wide bar, an outlined square or hexagon, a triangle
+    at any angle, a cross, a heart, a five-pointed star, a crescent."""
+    ink = Image.new("L", (128, 128), 0)
+    draw = ImageDraw.Draw(ink)
+    kind, width = int(rng.integers(0, 8)), int(rng.integers(4, 14))
+    cx, cy = 64 + rng.integers(-10, 10, 2)
+    r = int(rng.integers(25, 55))
+    if kind == 0:
+        draw.rectangle([cx - r, cy - r // 2, cx + r, cy + r // 2], fill=255)
+    elif kind == 1:
+        draw.rectangle([cx - r, cy - r, cx + r, cy + r], outline=255, width=width)
+    elif kind == 2:
+        draw.regular_polygon((int(cx), int(cy), r), 3, rotation=float(rng.uniform(0, 360)),
+                             fill=255)
+    elif kind == 3:
+        draw.line([(cx - r, cy), (cx + r, cy)], fill=255, width=width)
+        draw.line([(cx, cy - r), (cx, cy + r)], fill=255, width=width)
+        if rng.integers(0, 2):
+            ink = ink.rotate(45)
+    elif kind == 4:
+        draw.ellipse([cx - r, cy - r // 2, cx, cy + r // 4], fill=255)
+        draw.ellipse([cx, cy - r // 2, cx + r, cy + r // 4], fill=255)
+        draw.polygon([(cx - r, cy), (cx + r, cy), (cx, cy + r)], fill=255)
+    elif kind == 5:
+        draw.polygon([(cx + (r if k % 2 == 0 else 0.4 * r) * np.sin(k * np.pi / 5),
+                       cy - (r if k % 2 == 0 else 0.4 * r) * np.cos(k * np.pi / 5))
+                      for k in range(10)], fill=255)
+    elif kind == 6:
+        draw.regular_polygon((int(cx), int(cy), r), 6, rotation=float(rng.uniform(0, 60)),
+                             outline=255, width=width)
+    else:
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=255)
+        draw.ellipse([cx - r + int(0.6 * r), cy - r, cx + r + int(0.6 * r), cy + r], fill=0)
+    return on_paper(ink, rng)
+
+
+def sign(rng: np.random.Generator) -> Image.Image:
+    """The held-out set's second shapes: a half disc, a pie with a slice out, an arrow, a
+    trapezoid, a wide rounded frame, a diamond, two nested squares, a lightning bolt, a
+    triangle pointing down."""
+    ink = Image.new("L", (160, 160), 0)
+    draw = ImageDraw.Draw(ink)
+    kind = int(rng.integers(0, 9))
+    centre = 80 + rng.integers(-15, 15, 2)
+    cx, cy = (float(v) for v in centre)
+    r, width = float(rng.uniform(30, 65)), int(rng.integers(5, 16))
+    if kind == 0:
+        draw.pieslice([cx - r, cy - r, cx + r, cy + r], 0, 180, fill=255)
+    elif kind == 1:
+        a = float(rng.uniform(20, 50))
+        draw.pieslice([cx - r, cy - r, cx + r, cy + r], a, 360 - a, fill=255)
+    elif kind == 2:
+        arrow = [(-1, -.25), (.3, -.25), (.3, -.6), (1, 0), (.3, .6), (.3, .25), (-1, .25)]
+        draw.polygon(_turned(arrow, centre, r, rng.uniform(0, 2 * np.pi)), fill=255)
+    elif kind == 3:
+        t = rng.uniform(.2, .8)
+        draw.polygon([(cx - r, cy + r * .6), (cx + r, cy + r * .6), (cx + r * t, cy - r * .6),
+                      (cx - r * t, cy - r * .6)], fill=255)
+    elif kind == 4:
+        draw.rounded_rectangle([cx - r, cy - r * .5, cx + r, cy + r * .5], radius=int(r * .2),
+                               outline=255, width=width)
+    elif kind == 5:
+        draw.polygon([(cx, cy - r), (cx + r * .7, cy), (cx, cy + r), (cx - r * .7, cy)],
+                     fill=255)
+    elif kind == 6:
+        for q in (1.0, 0.55):
+            draw.rectangle([cx - r * q, cy - r * q, cx + r * q, cy + r * q], outline=255,
+                           width=width)
+    elif kind == 7:
+        bolt = [(.1, -1), (-.5, .1), (-.05, .1), (-.2, 1), (.5, -.2), (.05, -.2), (.3, -1)]
+        draw.polygon(_turned(bolt, centre, r, 0.0), fill=255)
+    else:
+        draw.line([(cx - r, cy - r * .7), (cx + r, cy - r * .7), (cx, cy + r * .8),
+                   (cx - r, cy - r * .7)], fill=255, width=width, joint="curve")
+    return on_paper(ink, rng)
+
+
+def texture(rng: np.random.Generator) -> Image.Image:
+    """The dev set's second noise: Gaussian, salt and pepper, smooth (a few levels
+    enlarged), stripes or checks, a blurred texture stretched in contrast."""
+    kind, side = int(rng.integers(0, 5)), int(rng.integers(28, 200))
+    if kind == 0:
+        page = rng.normal(rng.uniform(60, 200), rng.uniform(10, 80), (side, side))
+    elif kind == 1:
+        page = np.where(rng.random((side, side)) < rng.uniform(0.02, 0.5), 0.0, 255.0)
+    elif kind == 2:
+        grid = int(rng.integers(3, 10))
+        levels = Image.fromarray((rng.random((grid, grid)) * 255).astype(np.uint8))
+        page = np.asarray(levels.resize((side, side), Image.Resampling.BICUBIC), np.float64)
+    elif kind == 3:
+        rows, cols = np.mgrid[0:128, 0:128]
+        period, angle = rng.uniform(6, 40), rng.uniform(0, np.pi)
+        wave = np.sin((cols * np.cos(angle) + rows * np.sin(angle)) * 2 * np.pi / period)
+        if rng.integers(0, 2):
+            wave = wave * np.sin((cols * np.sin(angle) - rows * np.cos(angle)) * 2 * np.pi / period)
+        page = (wave > 0) * 255.0
+    else:
+        grain = np.clip(rng.normal(128, 40, (96, 96)), 0, 255).astype(np.uint8)
+        blurred = np.asarray(Image.fromarray(grain).filter(
+            ImageFilter.GaussianBlur(float(rng.uniform(1, 6)))), np.float64)
+        page = (blurred - blurred.mean()) * rng.uniform(2, 6) + 128
+    return Image.fromarray(np.clip(page, 0, 255).astype(np.uint8))
+
+
+def pattern(rng: np.random.Generator) -> Image.Image:
+    """The held-out set's second noise: value noise in three octaves, blocks, faint noise
+    on white, scan lines, blurred salt and pepper."""
+    kind, side = int(rng.integers(0, 5)), int(rng.integers(32, 180))
+    if kind == 0:
+        page = np.zeros((side, side), np.float32)
+        for octave in (4, 8, 16):
+            levels = Image.fromarray(rng.random((octave, octave)).astype(np.float32), "F")
+            page += np.asarray(levels.resize((side, side), Image.Resampling.BILINEAR)) * 4 / octave
+        page = (page - page.min()) / (np.ptp(page) + 1e-6) * 255
+    elif kind == 1:
+        block = int(rng.integers(4, 16))
+        levels = rng.integers(0, 256, (side // block + 1,) * 2)
+        page = np.kron(levels, np.ones((block, block)))[:side, :side]
+    elif kind == 2:
+        page = 235 + rng.normal(0, rng.uniform(5, 25), (side, side))
+    elif kind == 3:
+        page = np.repeat(rng.integers(0, 256, (side, 1)), side, 1) + rng.normal(0, 20, (side, side))
+    else:
+        dots = np.where(rng.random((side, side)) < rng.uniform(.05, .3), 0, 255).astype(np.uint8)
+        page = np.asarray(Image.fromarray(dots).filter(
+            ImageFilter.GaussianBlur(float(rng.uniform(0.5, 2)))), np.float32)
+    return Image.fromarray(np.clip(page, 0, 255).astype(np.uint8))
+
+
 def specks(rng: np.random.Generator) -> Image.Image:
     page = np.full((128, 128), rng.uniform(200, 255)) + rng.normal(0, 3, (128, 128))
     rows, cols = rng.integers(0, 128, (2, int(rng.integers(1, 12))))
@@ -216,9 +358,14 @@ def specks(rng: np.random.Generator) -> Image.Image:
     return Image.fromarray(np.clip(page, 0, 255).astype(np.uint8))
 
 
+# Per set: fonts, seed, MNIST split, and its own second generators of shapes and noise.
+SETS = {"dev": (DEV_FONTS, 1, "validation", symbol, texture),
+        "held-out": (HELD_OUT_FONTS, 2, "test", sign, pattern)}
+
+
 def sources(name: str) -> dict[str, tuple[bool, Callable[[], Iterator[tuple[Image.Image, int]]]]]:
     """Each source of set ``name``: (is a digit, pictures with their labels; -1: none)."""
-    font_names, seed, mnist_split = SETS[name]
+    font_names, seed, mnist_split, second_shape, second_noise = SETS[name]
     paths = fonts(font_names)
 
     def digits_in_fonts():
@@ -274,7 +421,9 @@ def sources(name: str) -> dict[str, tuple[bool, Callable[[], Iterator[tuple[Imag
     table |= {"letters and symbols": (False, letters_in_fonts),
               "scribbles": (False, generated(scribble, 100, 400)),
               "shapes": (False, generated(shape, 100, 500)),
+              f"{second_shape.__name__}s": (False, generated(second_shape, 200, 900)),
               "noise": (False, generated(noise, 100, 600)),
+              f"{second_noise.__name__}s": (False, generated(second_noise, 200, 1000)),
               "blank with specks": (False, generated(specks, 100, 700))}
     return table
 
@@ -326,13 +475,17 @@ def markdown(rows: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ckpt", required=True)
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--ckpt", help="a checkpoint (as evaluate.py --ckpt takes it)")
+    which.add_argument("--pretrained", metavar="PRESET", help="a model shipped in the package")
     parser.add_argument("--set", default="held-out", choices=SETS)
     parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args()
     from lenet_jax import evaluation
 
-    rows = table(evaluation.Predictor.load(args.ckpt), read(args.set))
+    predictor = (evaluation.Predictor.load(args.ckpt) if args.ckpt
+                 else evaluation.Predictor.pretrained(args.pretrained))
+    rows = table(predictor, read(args.set))
     print(markdown(rows))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

@@ -105,14 +105,13 @@ def run(module: models.LeNet, params, images: np.ndarray, labels: np.ndarray,
     """Predict a whole split in one compiled call; with ``rule``, also how many of its
     images it rejects, and with ``non_digits`` how many of
     ``rejection.non_digit_pictures``."""
-    images = jax.numpy.asarray(images)
     if rule is None:
-        logits = inference.predict_logits(module, params, images, batch_size)
+        logits = inference.predict_logits(module, params, jax.numpy.asarray(images), batch_size)
         rejected = None
     else:
-        logits, statistics = inference.predict_with_statistics(module, params, images,
-                                                               batch_size)
-        rejected = rule.rejects(np.asarray(logits), np.asarray(statistics))
+        logits, statistics = inference.predict_with_statistics(
+            module, params, jax.numpy.asarray(images), batch_size)
+        rejected = rule.rejects(np.asarray(logits), np.asarray(statistics), np.asarray(images))
     probabilities = np.asarray(jax.nn.softmax(logits, axis=-1))
     non_digits = (non_digit_rejection(module, params, rule)
                   if rule is not None and non_digits else None)
@@ -125,10 +124,10 @@ def non_digit_rejection(module: models.LeNet, params, rule: rejection.Rule) -> d
     all; a picture the reader finds blank counts as refused."""
     kinds, images = read_non_digits()
     read = np.array([image is not None for image in images])
-    logits, statistics = inference.predict_images(
-        module, params, np.stack([i for i in images if i is not None]), statistics=True)
+    pictures = np.stack([i for i in images if i is not None])
+    logits, statistics = inference.predict_images(module, params, pictures, statistics=True)
     refused = ~read
-    refused[read] = rule.rejects(logits, statistics)
+    refused[read] = rule.rejects(logits, statistics, pictures)
     shares = {kind: float(refused[kinds == kind].mean()) for kind in dict.fromkeys(kinds)}
     return shares | {"all": float(refused.mean())}
 
@@ -340,7 +339,7 @@ class Predictor:
             self.module, self.params, images,
             statistics=self.rule is not None and self.rule.needs_statistics)
         probabilities = np.asarray(jax.nn.softmax(logits, axis=-1))
-        rejected = (self.rule.rejects(logits, statistics).tolist() if self.rule is not None
+        rejected = (self.rule.rejects(logits, statistics, images).tolist() if self.rule is not None
                     else [None] * len(images))
         return [Answer(top_k(p, self.class_names), r)
                 for p, r in zip(probabilities, rejected, strict=True)]

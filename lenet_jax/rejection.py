@@ -5,8 +5,9 @@
   ``logsumexp`` of the logits (a high free energy: Liu et al., 2020, "Energy-based
   out-of-distribution detection") marks one, and so does a low top-class probability
   (Hendrycks and Gimpel, 2017): a picture near all ten codes at once has a low energy
-  but no favourite. For ``original`` the energy is a soft minimum of F6's squared
-  distances to the ten RBF codes.
+  but no favourite, and so does ink in pieces (``largest_piece``): a digit is written in
+  one or two strokes that touch, noise and specks scatter. For ``original`` the energy
+  is a soft minimum of F6's squared distances to the ten RBF codes.
 - ``mahalanobis_map_statistics`` (the others): a class-conditional Gaussian with one
   shared covariance (Lee et al., 2018) over the mean and standard deviation of every
   feature map of C1, S2, C3 and S4 (88 numbers for LeNet-5).
@@ -17,7 +18,7 @@
 
 The first two are calibrated the same way: training fits it on the validation slice at each
 checkpoint, and an image scoring beyond the ``QUANTILE`` of the validation digits' scores
-(the energy rule: beyond either of its two quantiles) is "not a digit". The candidates
+(the energy rule: beyond any of its three quantiles) is "not a digit". The candidates
 measured against each other, on pictures of other styles, are in benchmarks/RESULTS.md
 ("not a digit").
 """
@@ -30,6 +31,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy import ndimage
 from scipy.special import logsumexp
 
 from lenet_jax.errors import UserError
@@ -42,6 +44,9 @@ QUANTILE = 0.995  # of the validation digits' distances: ~0.5% of digits rejecte
 # The energy rule's two: each refuses 0.3% of the validation digits, about 0.5% together
 # (they overlap); chosen on benchmarks/style_sets.py's dev set (benchmarks/RESULTS.md).
 ENERGY_QUANTILE, CONFIDENCE_QUANTILE = 0.997, 0.003
+# and the ink's largest piece: 0.1% of the validation digits are in more pieces than this
+PIECE_QUANTILE = 0.001
+INK_LEVEL = 64  # of 255: what counts as ink when its pieces are counted
 SHRINKAGE = 0.01  # towards a scaled identity, so a small slice still gives an inverse
 
 
@@ -57,6 +62,7 @@ class Rule:
     kind: str  # "energy", "mahalanobis_map_statistics" or "rubbish_class"
     threshold: float  # the largest score a digit may have
     confidence: float = 0.0  # energy: the smallest top-class probability a digit may have
+    whole: float = 0.0  # energy: the smallest share of its ink a digit's largest piece holds
     rubbish: float = 0.0  # rubbish_class: j, the MAP criterion's constant
     logit_scale: float = 1.0  # rubbish_class: logits = -logit_scale x the penalties
     means: np.ndarray | None = None  # (classes seen, D) the statistics' mean per class
@@ -76,11 +82,17 @@ class Rule:
             return rubbish_posterior(logits, self.rubbish, self.logit_scale)
         return self.distance(statistics)
 
-    def rejects(self, logits: np.ndarray, statistics: np.ndarray | None = None) -> np.ndarray:
-        """(N,) True where the image is not a digit."""
+    def rejects(self, logits: np.ndarray, statistics: np.ndarray | None = None,
+                images: np.ndarray | None = None) -> np.ndarray:
+        """(N,) True where the image is not a digit; ``images`` (N, 28, 28, 1), the uint8
+        pictures the logits are of, for an energy rule that counts the ink's pieces."""
         rejected = self.score(logits, statistics) > self.threshold
         if self.kind == ENERGY:
             rejected |= top_probability(logits) < self.confidence
+            if self.whole > 0:
+                if images is None:
+                    raise ValueError("this rule counts the ink's pieces: give it the images")
+                rejected |= largest_piece(images) < self.whole
         return rejected
 
     def distance(self, statistics: np.ndarray) -> np.ndarray:
@@ -96,7 +108,9 @@ class Rule:
                     "logit_scale": self.logit_scale}
         if self.kind == ENERGY:
             return {"kind": ENERGY, "quantile": ENERGY_QUANTILE, "threshold": self.threshold,
-                    "confidence_quantile": CONFIDENCE_QUANTILE, "confidence": self.confidence}
+                    "confidence_quantile": CONFIDENCE_QUANTILE, "confidence": self.confidence,
+                    "piece_quantile": PIECE_QUANTILE, "ink_level": INK_LEVEL,
+                    "whole": self.whole}
         return {"kind": MAHALANOBIS, "layers": list(STATISTIC_LAYERS),
                 "quantile": QUANTILE, "shrinkage": SHRINKAGE, "threshold": self.threshold,
                 "means": self.means.tolist(), "precision": self.precision.tolist()}
@@ -117,11 +131,27 @@ def fit(statistics: np.ndarray, labels: np.ndarray) -> Rule:
     return dataclasses.replace(rule, threshold=float(np.quantile(rule.distance(s), QUANTILE)))
 
 
-def fit_energy(logits: np.ndarray) -> Rule:
-    """The energy rule for these digits' logits."""
+def fit_energy(logits: np.ndarray, images: np.ndarray) -> Rule:
+    """The energy rule for these digits' logits and uint8 pictures (N, 28, 28, 1)."""
     energy = Rule(ENERGY, np.inf).score(logits)
     return Rule(ENERGY, float(np.quantile(energy, ENERGY_QUANTILE)),
-                confidence=float(np.quantile(top_probability(logits), CONFIDENCE_QUANTILE)))
+                confidence=float(np.quantile(top_probability(logits), CONFIDENCE_QUANTILE)),
+                whole=float(np.quantile(largest_piece(images), PIECE_QUANTILE)))
+
+
+def largest_piece(images: np.ndarray) -> np.ndarray:
+    """(N,) the share of each picture's ink (pixels above ``INK_LEVEL``, weighed by their
+    level) that its largest 8-connected piece holds; 1 for a picture with no ink."""
+    images = np.asarray(images)
+    images = images.reshape(images.shape[:3])  # (N, 28, 28, 1) or (N, 28, 28)
+    shares = np.ones(len(images))
+    for n, image in enumerate(images):
+        inked = image > INK_LEVEL
+        pieces, count = ndimage.label(inked, structure=np.ones((3, 3)))
+        if count > 1:
+            mass = ndimage.sum_labels(image.astype(np.float64), pieces, range(1, count + 1))
+            shares[n] = mass.max() / mass.sum()
+    return shares
 
 
 def rubbish_rule(rubbish: float, logit_scale: float) -> Rule:
@@ -158,10 +188,11 @@ def from_metadata(metadata: dict) -> Rule | None:
         kind = record.get("kind", MAHALANOBIS)
         threshold = float(record["threshold"])
         confidence = float(record.get("confidence", 0.0))  # saved before it existed: none
+        whole = float(record.get("whole", 0.0))  # likewise
         rubbish = float(record.get("rubbish", 0.0))
         logit_scale = float(record.get("logit_scale", 1.0))
         if (kind not in (ENERGY, MAHALANOBIS, RUBBISH)
-                or np.isnan([threshold, confidence, rubbish]).any() or not logit_scale > 0):
+                or np.isnan([threshold, confidence, whole, rubbish]).any() or not logit_scale > 0):
             raise RuleError(f"the rejection rule in the metadata is damaged (kind {kind!r}, "
                             f"threshold {threshold}, confidence {confidence}, rubbish "
                             f"{rubbish}, logit scale {logit_scale})")
@@ -174,7 +205,7 @@ def from_metadata(metadata: dict) -> Rule | None:
     if kind == MAHALANOBIS and (means.ndim != 2 or precision.shape != (means.shape[1],) * 2):
         raise RuleError(f"the rejection rule in the metadata has shapes {means.shape} and "
                         f"{precision.shape}")
-    return Rule(kind, threshold, confidence, rubbish, logit_scale, means=means,
+    return Rule(kind, threshold, confidence, whole, rubbish, logit_scale, means=means,
                 precision=precision)
 
 

@@ -625,12 +625,14 @@ def train_and_evaluate(
                 elif val_data is not None and record[selection] >= best:
                     best = record[selection]
                     val_scores = scores["val"]
-                    rule = (rejection.fit_energy(val_scores["logits"]) if config.not_digits
+                    rule = (rejection.fit_energy(val_scores["logits"], val.images)
+                            if config.not_digits
                             else rejection.fit(val_scores["statistics"], np.asarray(val_data[1])))
                 if rule is not None:
                     test_scores = scores["test"]
                     record["test_rejected"] = float(
-                        rule.rejects(test_scores["logits"], test_scores["statistics"]).mean())
+                        rule.rejects(test_scores["logits"], test_scores["statistics"],
+                                     dataset.test.images).mean())
                 record["compile_seconds"] = compile_seconds
             with phase("save"):
                 checkpoints.save(epoch + 1, state.params, state.opt_state,

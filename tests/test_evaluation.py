@@ -146,7 +146,7 @@ def test_non_digit_shares_count_what_the_rule_refuses(trained_original):
     assert len(kinds) == 90
     unread = np.array([image is None for image in images])
     refuse_all = dataclasses.replace(predictor.rule, threshold=-np.inf)
-    refuse_none = dataclasses.replace(predictor.rule, threshold=np.inf, confidence=0.0)
+    refuse_none = dataclasses.replace(predictor.rule, threshold=np.inf, confidence=0.0, whole=0.0)
     shares = evaluation.non_digit_rejection(predictor.module, predictor.params, refuse_all)
     assert shares == {"noise": 1.0, "specks": 1.0, "shape": 1.0, "letter": 1.0, "all": 1.0}
     shares = evaluation.non_digit_rejection(predictor.module, predictor.params, refuse_none)

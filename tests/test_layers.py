@@ -35,7 +35,7 @@ MAY_IMPORT = {
     "evaluation": {"checkpoint", "errors", "files", "inference", "ink", "models",
                    "rejection", "zoo"},
     "serve": {"evaluation", "explain", "models"},
-    "site": {"errors", "models", "rejection", "serve", "to_onnx"},
+    "site": {"data", "errors", "models", "rejection", "serve", "to_onnx"},
     "training": {"checkpoint", "config", "data", "inference", "models", "outliers", "paper",
                  "rejection", "reporting", "runtime"},
     "__init__": {"checkpoint", "inference", "models", "zoo"},

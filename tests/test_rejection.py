@@ -2,6 +2,7 @@
 what evaluate.py says with it and without it."""
 
 import contextlib
+import dataclasses
 import json
 import re
 
@@ -79,41 +80,66 @@ def test_training_saves_the_rule_fitted_on_the_validation_slice(trained_original
     assert predictor.rule.kind == "energy" and not predictor.rule.needs_statistics
     val = mnist_sample.train.take(slice(-1500, None))
     val_logits = inference.predict_logits(predictor.module, predictor.params, val.images)
-    refit = rejection.fit_energy(np.asarray(val_logits))
+    refit = rejection.fit_energy(np.asarray(val_logits), val.images)
     assert predictor.rule.threshold == pytest.approx(refit.threshold, rel=1e-4)
     assert predictor.rule.confidence == pytest.approx(refit.confidence, rel=1e-4)
-    # Each condition refuses its 0.3% of the slice; together, at most the sum.
+    assert predictor.rule.whole == refit.whole and 0.3 < refit.whole < 1
+    # Each condition refuses its 0.3% (pieces: 0.1%) of the slice; together, at most the sum.
     share = 1 - rejection.ENERGY_QUANTILE
-    assert share - 1 / 1500 <= np.mean(refit.rejects(val_logits)) <= 2 * share + 1 / 1500
+    assert share - 1 / 1500 <= np.mean(refit.rejects(val_logits, images=val.images)) \
+        <= 2 * share + rejection.PIECE_QUANTILE + 3 / 1500  # one more each: interpolation
     test_logits = inference.predict_logits(predictor.module, predictor.params,
                                            mnist_sample.test.images)
     logged = predictor.metadata["metrics"]["test_rejected"]
-    assert logged == pytest.approx(predictor.rule.rejects(test_logits).mean(), abs=1e-9)
+    assert logged == pytest.approx(
+        predictor.rule.rejects(test_logits, images=mnist_sample.test.images).mean(), abs=1e-9)
 
 
 def test_energy_rule_is_minus_logsumexp_and_a_least_top_probability_and_round_trips():
     logits = np.random.default_rng(0).normal(size=(2000, 10)) * 3
-    rule = rejection.fit_energy(logits)
+    one_piece = np.full((2000, 28, 28, 1), 255, np.uint8)
+    rule = rejection.fit_energy(logits, one_piece)
+    assert rule.whole == 1.0  # all in one piece: none refused for its pieces
     expected = -np.log(np.exp(logits).sum(1))
     np.testing.assert_allclose(rule.score(logits), expected, rtol=1e-12)
     assert rule.threshold == pytest.approx(np.quantile(expected, rejection.ENERGY_QUANTILE))
     top = np.exp(logits).max(1) / np.exp(logits).sum(1)
     assert rule.confidence == pytest.approx(np.quantile(top, rejection.CONFIDENCE_QUANTILE))
-    np.testing.assert_array_equal(rule.rejects(logits),
+    np.testing.assert_array_equal(rule.rejects(logits, images=one_piece),
                                   (expected > rule.threshold) | (top < rule.confidence))
     # Low, equal logits (belief spread, nothing close) are refused; one high logit kept;
     # high, equal logits (close to all ten at once: a low energy) are refused too.
-    assert rule.rejects(np.full((1, 10), -5.0))[0] and not rule.rejects(np.eye(10)[:1] * 20)[0]
+    picture = one_piece[:1]
+    assert rule.rejects(np.full((1, 10), -5.0), images=picture)[0]
+    assert not rule.rejects(np.eye(10)[:1] * 20, images=picture)[0]
     assert rule.score(np.full((1, 10), 20.0))[0] < rule.threshold
-    assert rule.rejects(np.full((1, 10), 20.0))[0]
+    assert rule.rejects(np.full((1, 10), 20.0), images=picture)[0]
+    with pytest.raises(ValueError, match="counts the ink's pieces"):
+        rule.rejects(np.eye(10)[:1] * 20)
     restored = rejection.from_metadata(json.loads(json.dumps({"rejection": rule.to_json()})))
-    assert (restored.kind, restored.threshold, restored.confidence) == (
-        "energy", rule.threshold, rule.confidence)
-    # A checkpoint saved before the confidence existed keeps its energy rule alone.
+    assert (restored.kind, restored.threshold, restored.confidence, restored.whole) == (
+        "energy", rule.threshold, rule.confidence, rule.whole)
+    # A checkpoint saved before the confidence (or the pieces) existed keeps its energy
+    # rule alone.
     older = rejection.from_metadata({"rejection": {"kind": "energy", "threshold": 1.0}})
-    assert older.confidence == 0.0 and not older.rejects(np.full((1, 10), 20.0))[0]
+    assert older.confidence == older.whole == 0.0 and not older.rejects(np.full((1, 10), 20.0))[0]
     with pytest.raises(rejection.RuleError, match="kind 'magic'"):
         rejection.from_metadata({"rejection": {"kind": "magic", "threshold": 1.0}})
+
+
+def test_largest_piece_is_the_inks_share_in_its_biggest_8_connected_piece():
+    pictures = np.zeros((3, 28, 28, 1), np.uint8)
+    pictures[0, 5:20, 10:13] = 200  # one stroke
+    pictures[1, 5:10, 5:10], pictures[1, 20:22, 20:22] = 100, 250  # 2,500 and 1,000
+    pictures[2, 5, 5] = pictures[2, 6, 6] = pictures[2, 20, 20] = 200  # corners touch
+    pictures[2, 10, 10] = rejection.INK_LEVEL  # at the level: not ink
+    np.testing.assert_allclose(rejection.largest_piece(pictures), [1, 2500 / 3500, 400 / 600],
+                               rtol=1e-15)
+    # The energy rule refuses ink in pieces however sure the network is.
+    rule = rejection.Rule("energy", threshold=0.0, confidence=0.5, whole=0.7)
+    sure = np.eye(10)[:3] * 30
+    assert rule.rejects(sure, images=pictures).tolist() == [False, False, True]
+    assert dataclasses.replace(rule, whole=0.0).rejects(sure).tolist() == [False] * 3
 
 
 def test_the_rule_keeps_real_digits_and_refuses_non_digits(trained_original, held_out_digits,

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from helpers import ROOT, chromium, draw_on_clean_pad, run_cli
 
-from lenet_jax import evaluation, ink, serve, site
+from lenet_jax import evaluation, ink, rejection, serve, site
 
 INK_JS = ROOT / "lenet_jax" / "static" / "ink.js"
 
@@ -33,7 +33,8 @@ def _node() -> str:
 def test_ink_js_reads_pictures_as_ink_py_does(tmp_path):
     """benchmarks/style_sets.py's held-out pictures (digits drawn with any pen, letters in
     handwriting fonts, scribbles, shapes, noise, specks: every branch of the pen's
-    normalisation), read by ink.js in Node: the same uint8 digit, pixel for pixel."""
+    normalisation), read by ink.js in Node: the same uint8 digit, pixel for pixel, and the
+    same share of its ink in its largest piece (the rule's count of pieces)."""
     from benchmarks import style_sets
 
     wanted = ("digits drawn, any pen", "letters and symbols", "scribbles", "shapes", "noise",
@@ -45,22 +46,26 @@ def test_ink_js_reads_pictures_as_ink_py_does(tmp_path):
                 gray = evaluation._gray_pixels(style_sets.png(picture), source)
                 digit = ink.mnist_digit(gray)
                 cases.append({"source": source, "shape": gray.shape, "gray": gray.ravel().tolist(),
-                              "digit": None if digit is None else digit.ravel().tolist()})
+                              "digit": None if digit is None else digit.ravel().tolist(),
+                              "piece": None if digit is None
+                              else float(rejection.largest_piece(digit[None])[0])})
     (tmp_path / "cases.json").write_text(json.dumps(cases))
     script = f"""
 const ink = require({json.dumps(str(INK_JS))});
 const cases = require({json.dumps(str(tmp_path / "cases.json"))});
 console.log(JSON.stringify(cases.map((c) => {{
   const got = ink.mnistDigit(Float32Array.from(c.gray), c.shape[0], c.shape[1]);
-  return got === null ? null : Array.from(got);
+  if (got === null) return [null, null];
+  return [Array.from(got), ink.largestPiece(got, {rejection.INK_LEVEL})];
 }})));
 """
     result = subprocess.run([_node(), "-e", script], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     got = json.loads(result.stdout)
-    differ = [(c["source"], k) for k, (c, digit) in enumerate(zip(cases, got, strict=True))
-              if digit != c["digit"]]
-    assert len(cases) == 25 * len(wanted) and differ == [], differ
+    differ = [(c["source"], k) for k, (c, (digit, piece)) in enumerate(zip(cases, got, strict=True))
+              if digit != c["digit"] or piece != c["piece"]]
+    in_pieces = sum(c["piece"] is not None and c["piece"] < 0.9 for c in cases)
+    assert len(cases) == 25 * len(wanted) and differ == [] and in_pieces >= 10, differ
 
 
 def test_site_refuses_a_folder_it_did_not_write_and_rewrites_its_own(tmp_path):

@@ -300,5 +300,33 @@
     return field;
   }
 
+  // rejection.largest_piece for one uint8 digit: the share of its ink (pixels above
+  // inkLevel, weighed by their level) its largest 8-connected piece holds.
+  function largestPiece(digit, inkLevel) {
+    const size = MNIST_SIZE, piece = new Int32Array(size * size), masses = [];
+    for (let start = 0; start < piece.length; start++) {
+      if (digit[start] <= inkLevel || piece[start]) continue;
+      const stack = [start];
+      let mass = 0;
+      piece[start] = masses.length + 1;
+      while (stack.length) {
+        const at = stack.pop(), r = Math.floor(at / size), c = at % size;
+        mass += digit[at];
+        for (let dr = -1; dr <= 1; dr++) {
+          for (let dc = -1; dc <= 1; dc++) {
+            const rr = r + dr, cc = c + dc, next = rr * size + cc;
+            if (rr >= 0 && rr < size && cc >= 0 && cc < size && !piece[next] && digit[next] > inkLevel) {
+              piece[next] = masses.length + 1;
+              stack.push(next);
+            }
+          }
+        }
+      }
+      masses.push(mass);
+    }
+    return masses.length > 1 ? Math.max(...masses) / masses.reduce((sum, m) => sum + m, 0) : 1;
+  }
+
   exports.mnistDigit = mnistDigit;
+  exports.largestPiece = largestPiece;
 })(typeof module === "object" ? module.exports : (globalThis.LenetInk = {}));

@@ -1,7 +1,8 @@
 // The page's answers computed in the browser, for the folder `lenet-jax site` writes: the
 // canvas read by ink.js (ink.mnist_digit), the network run by ONNX Runtime Web on
 // model.onnx, and the "not a digit" rule of model.json as lenet_jax/rejection.py applies
-// it. The answer has the shape of lenet_jax.serve.prediction's, so the page shows either.
+// it (its count of the ink's pieces is ink.js's largestPiece). The answer has the shape of
+// lenet_jax.serve.prediction's, so the page shows either.
 "use strict";
 (function () {
   const ready = (async () => {
@@ -51,11 +52,12 @@
   }
 
   // rejection.Rule.rejects for one picture.
-  function rejects(rule, logits, outputs, layers) {
+  function rejects(rule, logits, outputs, layers, digit) {
     if (rule === null) return null;
     if (rule.kind === "energy") {
       const free = -logSumExp(logits);
-      return free > rule.threshold || Math.exp(Math.max(...logits) - logSumExp(logits)) < rule.confidence;
+      return free > rule.threshold || Math.exp(Math.max(...logits) - logSumExp(logits)) < rule.confidence
+        || (rule.whole > 0 && LenetInk.largestPiece(digit, rule.ink_level) < rule.whole);
     }
     if (rule.kind === "rubbish_class") {
       const both = [-rule.rubbish, ...logits.map((v) => v / rule.logit_scale)];
@@ -94,7 +96,7 @@
     const total = logSumExp(logits), probabilities = logits.map((v) => Math.exp(v - total));
     const order = probabilities.map((p, i) => i).sort((a, b) => probabilities[b] - probabilities[a] || a - b);
     const top3 = order.slice(0, 3).map((i) => ({ class: names[i], probability: probabilities[i] }));
-    const rejected = rejects(model.rule, logits, outputs, model.statistic_layers);
+    const rejected = rejects(model.rule, logits, outputs, model.statistic_layers, digit);
     const text = rejected
       ? `not a digit (closest: ${top3[0].class}, ${(100 * top3[0].probability).toFixed(0)}%)`
       : top3.map((t) => `${t.class} ${(100 * t.probability).toFixed(1)}%`).join(", ");
