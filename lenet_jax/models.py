@@ -26,6 +26,7 @@ MNIST_SIZE = 28  # side of the images every supported data set ships (data.IMAGE
 CLASSES = 10  # every preset's outputs: MNIST's digits, Fashion-MNIST's garments
 LAYERS = ("C1", "S2", "C3", "S4", "C5", "F6", "OUTPUT")  # the paper's names, every preset
 MAP_LAYERS = LAYERS[:4]  # the layers whose outputs are feature maps
+SWEEP_STEP = 4  # swept along a strip, one answer per 4 pixels (two 2x2 subsamplings)
 
 Fit = Literal["none", "pad", "resize"]  # how a 28x28 image becomes the input size
 Activation = Literal["scaled_tanh", "tanh", "relu", "sigmoid"]
@@ -328,21 +329,27 @@ class RBFOutput(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         codes = jnp.asarray(rbf_codes(), x.dtype)  # a constant, not a parameter
-        squared_distance = jnp.sum((x[:, None, :] - codes[None, :, :]) ** 2, axis=-1)
+        squared_distance = jnp.sum((x[..., None, :] - codes) ** 2, axis=-1)
         self.sow("intermediates", "squared_distance", squared_distance)
         return -self.logit_scale * squared_distance
 
 
 class LeNet(nn.Module):
     """A LeNet-5 variant; ``__call__`` maps (N, S, S, 1) preprocessed images to (N, 10) logits.
-    One module trains and predicts, and every JAX transformation works on it."""
+    One module trains and predicts, and every JAX transformation works on it.
+
+    With ``sweep=True`` (presets whose C5 is a convolution) it is the paper's space
+    displacement network (Sec. VII): strips (N, S, S + 4k, 1) give (N, k + 1, 10) logits,
+    the same network slid along them 4 pixels at a time; C5 is then a row of k + 1
+    columns, and F6 and OUTPUT act on each as 1x1 convolutions, with the same parameters.
+    """
 
     preset: Preset
 
     @nn.compact
-    def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
+    def __call__(self, images: jax.Array, train: bool = False, sweep: bool = False) -> jax.Array:
         p = self.preset
-        _check_input_shape(images, p)
+        _check_input_shape(images, p, sweep)
         act = ACTIVATIONS[p.activation]
         paper = p.init == "paper"
         # A trainable subsampling unit is a neuron, so it has its own squashing.
@@ -368,7 +375,8 @@ class LeNet(nn.Module):
         x = self.keep_map("C3", act(c3(x)))
         x = self.keep_map("S4", pool_act(Subsample(p.pool, paper, name="S4")(x)))
         if p.c5 == "conv":
-            x = ops.flatten(conv(120, 16 * 25, "C5")(x))
+            x = conv(120, 16 * 25, "C5")(x)
+            x = ops.columns(x) if sweep else ops.flatten(x)
         else:
             x = ops.flatten(x)
             x = dense(120, x.shape[1], "C5")(x)
@@ -391,7 +399,18 @@ class LeNet(nn.Module):
         return x
 
 
-def _check_input_shape(images: jax.Array, preset: Preset) -> None:
+def _check_input_shape(images: jax.Array, preset: Preset, sweep: bool = False) -> None:
+    if sweep:
+        size = preset.input_size
+        if preset.c5 != "conv":
+            raise ValueError(f"preset {preset.name!r} has a dense C5, so it cannot sweep a "
+                             "strip; the presets whose C5 is a convolution can: "
+                             + ", ".join(n for n, q in PRESETS.items() if q.c5 == "conv"))
+        if (images.ndim != 4 or images.shape[1] != size or images.shape[3] != 1
+                or images.shape[2] < size or (images.shape[2] - size) % SWEEP_STEP):
+            raise ValueError(f"preset {preset.name!r} sweeps strips of shape (N, {size}, "
+                             f"{size} + {SWEEP_STEP}k, 1), got {tuple(images.shape)}")
+        return
     if images.shape[1:] != preset.input_shape:
         shape = ", ".join(map(str, preset.input_shape))
         raise ValueError(

@@ -65,6 +65,11 @@ def flatten(x: jax.Array) -> jax.Array:
     return from_maps(x).reshape(x.shape[3], -1)
 
 
+def columns(x: jax.Array) -> jax.Array:
+    """Maps one pixel high, (C, 1, W, N) -> (N, W, C): a row of W feature vectors."""
+    return from_maps(x)[:, 0]
+
+
 def matmul(a: jax.Array, b: jax.Array) -> jax.Array:
     return jnp.matmul(a, b, precision=MATMUL_PRECISION)
 

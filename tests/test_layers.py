@@ -17,6 +17,7 @@ MAY_IMPORT = {
     "files": set(),
     "ops": set(),
     "paper": set(),
+    "strips": set(),
     "reporting": {"files"},
     "models": {"ops"},
     "data": {"errors", "files"},

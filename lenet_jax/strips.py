@@ -1,0 +1,101 @@
+"""Numbers as rows of MNIST digits (issue #29): the strips a space-displacement network
+reads (LeCun et al. 1998, Sec. VII, "Multiple object recognition: space displacement
+neural networks").
+
+``compose`` draws strips of 1-6 digits from one split of MNIST, so training strips come
+from the training split and test strips from the test split only. Each digit keeps
+MNIST's 20-pixel box in the paper's 32-pixel height, is scaled a little (85-110%),
+moved up or down a little (up to 2 pixels) and set after the previous one with a gap
+from an overlap (digits touching) to wide spacing. A strip's width is 32 + 4k pixels:
+the network's field is 32 pixels wide and it steps 4 pixels, so it answers at k + 1
+places (``models.LeNet`` with ``sweep=True``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from PIL import Image
+
+HEIGHT = 32  # the paper's input height
+FIELD = 32  # the network's field: the width one answer sees
+STEP = 4  # the network's stride along a strip (two 2x2 subsamplings)
+MOST_DIGITS = 6
+GAPS = (-4, 12)  # pixels between one digit's ink and the next's: touching to wide
+SCALES = (0.85, 1.1)  # of MNIST's 28 rows: at most 31, within the height
+JITTER = 2  # pixels up or down
+
+
+@dataclasses.dataclass(frozen=True)
+class Strips:
+    """Composed numbers, white on black like MNIST."""
+
+    images: np.ndarray  # uint8 (N, 32, W, 1); W = 32 + 4k, the widest strip's, padded
+    labels: np.ndarray  # int32 (N, MOST_DIGITS): the digits left to right, -1 after them
+    sources: np.ndarray  # int64 (N, MOST_DIGITS): each digit's index in its split, -1 after
+    centres: np.ndarray  # float32 (N, MOST_DIGITS): each digit's centre column, -1 after
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return (self.labels >= 0).sum(1)
+
+    @property
+    def numbers(self) -> list[str]:
+        """Each strip's digits as a string."""
+        return ["".join(str(d) for d in row if d >= 0) for row in self.labels]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def compose(images: np.ndarray, labels: np.ndarray, count: int, seed: int,
+            lengths: tuple[int, int] = (1, MOST_DIGITS),
+            gaps: tuple[int, int] = GAPS) -> Strips:
+    """``count`` strips of ``lengths[0]``-``lengths[1]`` digits (each length about as
+    often) drawn from ``images`` (uint8 (N, 28, 28, 1), MNIST's) and their ``labels``; a
+    function of ``seed`` alone. ``gaps`` bounds the pixels between neighbours' ink
+    (negative: they overlap)."""
+    rng = np.random.default_rng(seed)
+    rows, widths = [], []
+    chosen = np.full((count, MOST_DIGITS), -1, np.int64)
+    centres = np.full((count, MOST_DIGITS), -1.0, np.float32)
+    for n in range(count):
+        length = int(rng.integers(lengths[0], lengths[1] + 1))
+        picks = rng.integers(0, len(images), length)
+        glyphs = [_glyph(images[i, ..., 0], rng) for i in picks]
+        gap = rng.integers(gaps[0], gaps[1] + 1, length)
+        # the first digit's centre at least half a field from the edge, so a column sees it
+        left = max(0, FIELD // 2 - glyphs[0].shape[1] // 2) + int(rng.integers(0, STEP))
+        widths_before = np.cumsum([0] + [g.shape[1] for g in glyphs[:-1]])
+        starts = left + widths_before + np.cumsum(np.concatenate([[0], gap[1:]]))
+        end = starts[-1] + glyphs[-1].shape[1]
+        width = max(FIELD, end + max(0, FIELD // 2 - glyphs[-1].shape[1] // 2))
+        width = FIELD + -(-(width - FIELD) // STEP) * STEP  # 32 + 4k
+        strip = np.zeros((HEIGHT, width), np.uint8)
+        for glyph, start in zip(glyphs, starts, strict=True):
+            top = (HEIGHT - glyph.shape[0]) // 2 + int(rng.integers(-JITTER, JITTER + 1))
+            top = int(np.clip(top, 0, HEIGHT - glyph.shape[0]))
+            region = strip[top:top + glyph.shape[0], start:start + glyph.shape[1]]
+            np.maximum(region, glyph, out=region)  # overlapping ink: the darker of the two
+        chosen[n, :length] = picks
+        centres[n, :length] = starts + np.array([g.shape[1] for g in glyphs]) / 2
+        rows.append(strip)
+        widths.append(width)
+    widest = max(widths, default=FIELD)
+    padded = np.zeros((count, HEIGHT, widest, 1), np.uint8)
+    for n, strip in enumerate(rows):
+        padded[n, :, :strip.shape[1], 0] = strip
+    digits = np.where(chosen >= 0, np.asarray(labels)[np.maximum(chosen, 0)], -1)
+    return Strips(padded, digits.astype(np.int32), chosen, centres)
+
+
+def _glyph(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One MNIST digit (28, 28) scaled by a random factor and cut to its ink's columns
+    (its rows kept: MNIST centres the 20-pixel box by mass)."""
+    size = max(1, round(digit.shape[0] * rng.uniform(*SCALES)))
+    scaled = np.asarray(Image.fromarray(digit).resize((size, size), Image.Resampling.BILINEAR))
+    columns = np.flatnonzero(scaled.max(0))
+    if len(columns) == 0:
+        return scaled[:, :1]
+    return scaled[:, columns[0]:columns[-1] + 1]

@@ -1,0 +1,81 @@
+"""Numbers as rows of MNIST digits, and LeNet-5 swept along them (#29): the strip
+generator's labels against the digits it used, its geometry, and the space displacement
+network's output width and values against the single-digit network on each window."""
+
+import jax
+import numpy as np
+import pytest
+
+from lenet_jax import models, strips, zoo
+
+
+def test_strips_label_the_digits_they_were_made_of(mnist_sample):
+    split = mnist_sample.test
+    made = strips.compose(split.images, split.labels, 300, seed=5)
+    lengths = made.lengths
+    assert made.images.shape[:2] == (300, strips.HEIGHT) and made.images.dtype == np.uint8
+    assert set(lengths) == set(range(1, strips.MOST_DIGITS + 1))
+    used = made.sources >= 0
+    np.testing.assert_array_equal(used, made.labels >= 0)
+    np.testing.assert_array_equal(made.labels[used], split.labels[made.sources[used]])
+    assert made.numbers[0] == "".join(str(split.labels[i]) for i in made.sources[0] if i >= 0)
+    # Digits left to right, each centred where a column of the sweep can see it.
+    centres = np.where(used, made.centres, np.nan)
+    assert (np.diff(centres, axis=1)[used[:, 1:]] > 0).all()
+    assert (made.centres[used] >= strips.FIELD // 2).all()
+    # Ink where each digit is said to be, and none past the last one's field.
+    for n, c in zip(*np.nonzero(used), strict=True):
+        centre = int(round(made.centres[n, c]))
+        assert made.images[n, :, centre - 2:centre + 3].max() > 0, (n, c)
+    last = np.nanmax(centres, axis=1)
+    assert all(made.images[n, :, int(last[n]) + strips.FIELD:].max(initial=0) == 0
+               for n in range(len(made)))
+
+
+def test_strips_are_a_function_of_their_seed_and_width_steps_by_four(mnist_sample):
+    split = mnist_sample.train
+    first = strips.compose(split.images, split.labels, 50, seed=7)
+    again = strips.compose(split.images, split.labels, 50, seed=7)
+    other = strips.compose(split.images, split.labels, 50, seed=8)
+    np.testing.assert_array_equal(first.images, again.images)
+    assert first.numbers == again.numbers and first.numbers != other.numbers
+    widths = [strips.compose(split.images, split.labels, 1, seed=s).images.shape[2]
+              for s in range(12)]  # one strip: no padding to another's width
+    assert all(w >= strips.FIELD and (w - strips.FIELD) % strips.STEP == 0 for w in widths)
+    assert len(set(widths)) > 3, widths
+    # Touching digits: with gaps from -4 to -4 every neighbour's ink overlaps.
+    touching = strips.compose(split.images, split.labels, 20, seed=9, lengths=(2, 2),
+                              gaps=(-4, -4))
+    apart = strips.compose(split.images, split.labels, 20, seed=9, lengths=(2, 2),
+                           gaps=(12, 12))
+    assert (touching.centres[:, 1] - touching.centres[:, 0]
+            < apart.centres[:, 1] - apart.centres[:, 0]).all()
+    assert touching.images.shape[2] < apart.images.shape[2]
+
+
+@pytest.mark.parametrize("preset", [n for n, p in models.PRESETS.items() if p.c5 == "conv"])
+def test_sweep_gives_one_answer_per_four_pixels_equal_to_the_window_s(preset):
+    """A strip 32 + 4k wide gives k + 1 answers; answer j is the single-digit network's
+    on the 32-pixel window starting at 4j (float rounding apart)."""
+    module, params, _ = zoo.pretrained(preset)
+    size = module.preset.input_size
+    x = jax.random.normal(jax.random.key(1), (2, size, size + 4 * 7, 1))
+    swept = module.apply({"params": params}, x, sweep=True)
+    assert swept.shape == (2, 8, models.CLASSES)
+    for j in (0, 3, 7):
+        window = module.apply({"params": params}, x[:, :, 4 * j:4 * j + size])
+        np.testing.assert_allclose(swept[:, j], window, rtol=1e-4, atol=1e-4)
+    assert module.apply({"params": params}, x[:, :, :size], sweep=True).shape == (2, 1, 10)
+
+
+def test_sweep_refuses_a_dense_c5_and_widths_off_the_step():
+    module, _ = models.create_model("relu_avgpool_pad2")
+    params = models.init_params(module, jax.random.key(0))
+    with pytest.raises(ValueError, match="has a dense C5, so it cannot sweep a strip; the "
+                                         "presets whose C5 is a convolution can: original"):
+        module.apply({"params": params}, np.zeros((1, 28, 36, 1), np.float32), sweep=True)
+    module, _ = models.create_model("original")
+    params = models.init_params(module, jax.random.key(0))
+    with pytest.raises(ValueError, match=r"sweeps strips of shape \(N, 32, 32 \+ 4k, 1\), "
+                                         r"got \(1, 32, 34, 1\)"):
+        module.apply({"params": params}, np.zeros((1, 32, 34, 1), np.float32), sweep=True)
