@@ -8,7 +8,8 @@ MNIST's 20-pixel box in the paper's 32-pixel height, is scaled a little (85-110%
 moved up or down a little (up to 2 pixels) and set after the previous one with a gap
 from an overlap (digits touching) to wide spacing. A strip's width is 32 + 4k pixels:
 the network's field is 32 pixels wide and it steps 4 pixels, so it answers at k + 1
-places (``models.LeNet`` with ``sweep=True``).
+places (``models.LeNet`` with ``sweep=True``). ``decode`` turns those answers, with a
+class for "between digits" after the ten (``BLANK``), into the number read.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ MOST_DIGITS = 6
 GAPS = (-4, 12)  # pixels between one digit's ink and the next's: touching to wide
 SCALES = (0.85, 1.1)  # of MNIST's 28 rows: at most 31, within the height
 JITTER = 2  # pixels up or down
+BLANK = 10  # the class "between digits", after the ten digits (CTC's blank)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,3 +101,40 @@ def _glyph(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if len(columns) == 0:
         return scaled[:, :1]
     return scaled[:, columns[0]:columns[-1] + 1]
+
+
+@dataclasses.dataclass(frozen=True)
+class Read:
+    """One digit read in a strip."""
+
+    digit: int
+    column: int  # the sweep's answer that was surest of it
+    centre: int  # that answer's field centre, in the strip's pixels
+    confidence: float  # that answer's probability of the digit
+
+
+def decode(probabilities: np.ndarray) -> list[list[Read]]:
+    """Greedy CTC decoding of the sweep's answers, (N, K, 11) probabilities with ``BLANK``
+    last: each answer's likeliest class; a run of one digit is one digit, and a blank
+    between two runs of the same digit makes them two ("55")."""
+    probabilities = np.asarray(probabilities)
+    best = probabilities.argmax(-1)
+    out = []
+    for row, likeliest in zip(probabilities, best, strict=True):
+        digits, previous = [], BLANK
+        for column, label in enumerate(likeliest):
+            label = int(label)
+            if label != BLANK:
+                p = float(row[column, label])
+                if label != previous:
+                    digits.append(Read(label, column, _centre(column), p))
+                elif p > digits[-1].confidence:
+                    digits[-1] = Read(label, column, _centre(column), p)
+            previous = label
+        out.append(digits)
+    return out
+
+
+def _centre(column: int) -> int:
+    return column * STEP + FIELD // 2
+

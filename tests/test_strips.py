@@ -79,3 +79,24 @@ def test_sweep_refuses_a_dense_c5_and_widths_off_the_step():
     with pytest.raises(ValueError, match=r"sweeps strips of shape \(N, 32, 32 \+ 4k, 1\), "
                                          r"got \(1, 32, 34, 1\)"):
         module.apply({"params": params}, np.zeros((1, 32, 34, 1), np.float32), sweep=True)
+
+
+def _answers(classes: list[int], surest: float = 0.9) -> np.ndarray:
+    """(1, K, 11) probabilities whose likeliest class at each answer is ``classes[k]``."""
+    rows = np.full((len(classes), strips.BLANK + 1), (1 - surest) / strips.BLANK)
+    rows[np.arange(len(classes)), classes] = surest
+    return rows[None]
+
+
+def test_decode_merges_runs_and_splits_them_at_blanks():
+    b = strips.BLANK
+    cases = {(b, 5, 5, b, 5, b): "55", (3, 3, 3): "3", (b, b): "", (1, b, 1): "11",
+             (2, 3): "23", (b, 7, 7, 1, 1, b, 1): "711", (): ""}
+    for classes, number in cases.items():
+        read = strips.decode(_answers(list(classes)).reshape(1, len(classes), b + 1))[0]
+        assert "".join(str(r.digit) for r in read) == number, classes
+    # Each digit at the answer surest of it: its column, the field's centre there.
+    answers = _answers([b, 4, 4, 4, b])
+    answers[0, 2, 4] = 0.97
+    (four,) = strips.decode(answers)[0]
+    assert (four.digit, four.column, four.centre, four.confidence) == (4, 2, 24, 0.97)
