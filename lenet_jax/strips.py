@@ -19,9 +19,10 @@ import dataclasses
 import numpy as np
 from PIL import Image
 
+from lenet_jax.models import SWEEP_STEP as STEP  # the network's stride along a strip
+
 HEIGHT = 32  # the paper's input height
 FIELD = 32  # the network's field: the width one answer sees
-STEP = 4  # the network's stride along a strip (two 2x2 subsamplings)
 MOST_DIGITS = 6
 GAPS = (-4, 12)  # pixels between one digit's ink and the next's: touching to wide
 SCALES = (0.85, 1.1)  # of MNIST's 28 rows: at most 31, within the height
@@ -59,7 +60,7 @@ def compose(images: np.ndarray, labels: np.ndarray, count: int, seed: int,
     function of ``seed`` alone. ``gaps`` bounds the pixels between neighbours' ink
     (negative: they overlap)."""
     rng = np.random.default_rng(seed)
-    rows, widths = [], []
+    rows = []
     chosen = np.full((count, MOST_DIGITS), -1, np.int64)
     centres = np.full((count, MOST_DIGITS), -1.0, np.float32)
     for n in range(count):
@@ -69,9 +70,10 @@ def compose(images: np.ndarray, labels: np.ndarray, count: int, seed: int,
         gap = rng.integers(gaps[0], gaps[1] + 1, length)
         # the first digit's centre at least half a field from the edge, so a column sees it
         left = max(0, FIELD // 2 - glyphs[0].shape[1] // 2) + int(rng.integers(0, STEP))
-        widths_before = np.cumsum([0] + [g.shape[1] for g in glyphs[:-1]])
-        starts = left + widths_before + np.cumsum(np.concatenate([[0], gap[1:]]))
-        end = starts[-1] + glyphs[-1].shape[1]
+        glyph_widths = np.array([g.shape[1] for g in glyphs])
+        starts = (left + np.concatenate([[0], np.cumsum(glyph_widths[:-1])])
+                  + np.cumsum(np.concatenate([[0], gap[1:]])))
+        end = starts[-1] + glyph_widths[-1]
         width = max(FIELD, end + max(0, FIELD // 2 - glyphs[-1].shape[1] // 2))
         width = FIELD + -(-(width - FIELD) // STEP) * STEP  # 32 + 4k
         strip = np.zeros((HEIGHT, width), np.uint8)
@@ -79,12 +81,11 @@ def compose(images: np.ndarray, labels: np.ndarray, count: int, seed: int,
             top = (HEIGHT - glyph.shape[0]) // 2 + int(rng.integers(-JITTER, JITTER + 1))
             top = int(np.clip(top, 0, HEIGHT - glyph.shape[0]))
             region = strip[top:top + glyph.shape[0], start:start + glyph.shape[1]]
-            np.maximum(region, glyph, out=region)  # overlapping ink: the darker of the two
+            np.maximum(region, glyph, out=region)  # where ink overlaps, the stronger stroke
         chosen[n, :length] = picks
-        centres[n, :length] = starts + np.array([g.shape[1] for g in glyphs]) / 2
+        centres[n, :length] = starts + glyph_widths / 2
         rows.append(strip)
-        widths.append(width)
-    widest = max(widths, default=FIELD)
+    widest = max((strip.shape[1] for strip in rows), default=FIELD)
     padded = np.zeros((count, HEIGHT, widest, 1), np.uint8)
     for n, strip in enumerate(rows):
         padded[n, :, :strip.shape[1], 0] = strip

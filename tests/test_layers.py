@@ -17,7 +17,7 @@ MAY_IMPORT = {
     "files": set(),
     "ops": set(),
     "paper": set(),
-    "strips": set(),
+    "strips": {"models"},
     "reporting": {"files"},
     "models": {"ops"},
     "data": {"errors", "files"},
