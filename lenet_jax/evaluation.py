@@ -105,12 +105,13 @@ def run(module: models.LeNet, params, images: np.ndarray, labels: np.ndarray,
     """Predict a whole split in one compiled call; with ``rule``, also how many of its
     images it rejects, and with ``non_digits`` how many of
     ``rejection.non_digit_pictures``."""
+    on_device = jax.numpy.asarray(images)
     if rule is None:
-        logits = inference.predict_logits(module, params, jax.numpy.asarray(images), batch_size)
+        logits = inference.predict_logits(module, params, on_device, batch_size)
         rejected = None
     else:
-        logits, statistics = inference.predict_with_statistics(
-            module, params, jax.numpy.asarray(images), batch_size)
+        logits, statistics = inference.predict_with_statistics(module, params, on_device,
+                                                               batch_size)
         rejected = rule.rejects(np.asarray(logits), np.asarray(statistics), np.asarray(images))
     probabilities = np.asarray(jax.nn.softmax(logits, axis=-1))
     non_digits = (non_digit_rejection(module, params, rule)

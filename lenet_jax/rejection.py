@@ -194,8 +194,8 @@ def from_metadata(metadata: dict) -> Rule | None:
         if (kind not in (ENERGY, MAHALANOBIS, RUBBISH)
                 or np.isnan([threshold, confidence, whole, rubbish]).any() or not logit_scale > 0):
             raise RuleError(f"the rejection rule in the metadata is damaged (kind {kind!r}, "
-                            f"threshold {threshold}, confidence {confidence}, rubbish "
-                            f"{rubbish}, logit scale {logit_scale})")
+                            f"threshold {threshold}, confidence {confidence}, whole {whole}, "
+                            f"rubbish {rubbish}, logit scale {logit_scale})")
         means = precision = None
         if kind == MAHALANOBIS:
             means = np.asarray(record["means"], np.float64)

@@ -55,6 +55,9 @@ def test_rule_round_trips_through_json_metadata_and_damage_is_an_error():
     del metadata["rejection"]["means"]
     with pytest.raises(rejection.RuleError, match="damaged"):
         rejection.from_metadata(metadata)
+    with pytest.raises(rejection.RuleError, match="whole nan"):  # the pieces' bound
+        rejection.from_metadata({"rejection": {"kind": "energy", "threshold": 1.0,
+                                               "whole": float("nan")}})
 
 
 def test_map_statistics_are_each_maps_mean_and_std(trained_original, tiny_dataset):
