@@ -35,7 +35,7 @@ from lenet_jax import data, models, training  # noqa: E402
 from lenet_jax.config import recipe  # noqa: E402
 
 
-@functools.partial(jax.jit, donate_argnums=0, compiler_options=training.COMPILER_OPTIONS)
+@functools.partial(jax.jit, donate_argnums=0, compiler_options=training.compiler_options())
 def fed_step(state: training.TrainState, images: jax.Array, labels: jax.Array,
              key: jax.Array) -> training.TrainState:
     """One step on a batch that arrives from the host, already laid out over devices."""

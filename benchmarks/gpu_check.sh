@@ -2,7 +2,7 @@
 # The GPU figures benchmarks/RESULTS.md asks for, in one run on a CUDA machine: 10 epochs
 # of batch-64 MNIST (10 rounds of 859 steps over the 55,000 training images) for ours and
 # the two Flax-example loops, with compile and eval times, for `original` and
-# `relu_maxpool`. PyTorch is skipped (its reference runs on the CPU).
+# `relu_maxpool`. PyTorch is skipped, eager and compiled (its reference runs on the CPU).
 #
 # A lent device machine's image has JAX with CUDA, Flax, Optax and Orbax but no
 # TensorFlow, which TFDS needs; so write the arrays where TFDS works and carry the file:
@@ -21,5 +21,5 @@ python=${PYTHON:-python3}
 } | tee "$out/gpu.txt"
 for preset in original relu_maxpool; do
   "$python" benchmarks/train_throughput.py --arrays "${ARRAYS:-mnist.npz}" --preset "$preset" \
-    --steps "${STEPS:-859}" --repeats "${ROUNDS:-10}" --skip torch --json "$out/$preset.json" 2>&1 | tee "$out/$preset.txt"
+    --steps "${STEPS:-859}" --repeats "${ROUNDS:-10}" --skip torch torch-compile --json "$out/$preset.json" 2>&1 | tee "$out/$preset.txt"
 done

@@ -386,12 +386,17 @@ def train_step(
 # XLA:CPU's fusion emitters vectorise the channel-major elementwise fusions (worth half
 # the throughput, benchmarks/RESULTS.md). They fuse Adam's update differently in a loop
 # body than in a lone step, so the scan and step loops agree to float32 rounding, not bit
-# for bit; a rerun or a resume of the same loop is bit-identical.
-COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": True}  # stated, not left to a default
+# for bit; a rerun or a resume of the same loop is bit-identical. Other backends refuse
+# an XLA:CPU option, so it is given only to the CPU's compiler.
+CPU_COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": True}  # stated, not left to a default
 
 
-@functools.partial(jax.jit, static_argnames=("distortions", "exposure"), donate_argnums=0,
-                   compiler_options=COMPILER_OPTIONS)
+def compiler_options() -> dict:
+    """The options ``compile_epoch`` compiles with on the default backend."""
+    return CPU_COMPILER_OPTIONS if jax.default_backend() == "cpu" else {}
+
+
+@functools.partial(jax.jit, static_argnames=("distortions", "exposure"), donate_argnums=0)
 def train_epoch_scan(
     state: TrainState, data: tuple[jax.Array, ...], plan: EpochPlan,
     distortions: tuple[str, ...] = (), exposure: float = 0.0,
@@ -407,7 +412,7 @@ def train_epoch_scan(
 
 
 train_step_jit = jax.jit(train_step, static_argnames=("distortions", "exposure"),
-                         donate_argnums=0, compiler_options=COMPILER_OPTIONS)
+                         donate_argnums=0)
 
 
 def compile_epoch(
@@ -421,15 +426,17 @@ def compile_epoch(
     start = time.perf_counter()
     steps = plan.indices.shape[0]
     if loop == "scan":
-        scan = train_epoch_scan.lower(state, data, plan, distortions, exposure).compile()
+        scan = (train_epoch_scan.lower(state, data, plan, distortions, exposure)
+                .compile(compiler_options()))
 
         def run(state: TrainState, plan: EpochPlan, on_step: Callable | None = None):
             state, totals = scan(state, data, plan)
             (on_step or _ignore)(steps)
             return state, totals
     else:
-        step_call = train_step_jit.lower((state, empty_totals()), jnp.int32(0), data, plan,
-                                         distortions, exposure).compile()
+        step_call = (train_step_jit.lower((state, empty_totals()), jnp.int32(0), data, plan,
+                                          distortions, exposure)
+                     .compile(compiler_options()))
 
         def run(state: TrainState, plan: EpochPlan, on_step: Callable | None = None):
             carry = (state, empty_totals())

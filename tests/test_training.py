@@ -155,7 +155,7 @@ def test_scanned_epoch_matches_the_same_steps_one_by_one(tiny_dataset, preset, a
     scanned, scan_totals = run(state, plan, lambda _: None)
     assert int(scanned.step) == int(stepped.step) == 11
     # The same arithmetic, fused differently by XLA in a loop body and a lone step, so
-    # equal up to float32 rounding, not bit for bit (see training.COMPILER_OPTIONS);
+    # equal up to float32 rounding, not bit for bit (see training.CPU_COMPILER_OPTIONS);
     # Adam's normalised step turns a rounding difference in a near-zero gradient into
     # up to ~lr, so parameters are compared to well below the 11 steps' total movement;
     # Adam's moments, being plain averages, to 1e-3.
@@ -169,6 +169,14 @@ def test_scanned_epoch_matches_the_same_steps_one_by_one(tiny_dataset, preset, a
     for a, b in zip(jax.tree_util.tree_leaves(scanned.opt_state),
                     jax.tree_util.tree_leaves(stepped.opt_state), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-7)
+
+
+def test_the_cpu_compiler_option_goes_to_the_cpu_alone(monkeypatch):
+    # XLA:GPU refuses an XLA:CPU option ("No such compile option"), so a CUDA run must
+    # compile the epoch with none of them; on the CPU the option is stated.
+    assert training.compiler_options() == training.CPU_COMPILER_OPTIONS
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert training.compiler_options() == {}
 
 
 def test_cosine_schedule_warms_up_and_decays():
