@@ -7,6 +7,11 @@ recipe's 5-seed mean ± std from ``benchmarks/ACCURACY.md``.
 
     python benchmarks/pretrained.py                     # all 7 (about 20 min on 2 cores)
     python benchmarks/pretrained.py --only mnist/original
+    python benchmarks/pretrained.py --numbers RUN_DIR     # ship a run of the numbers task
+
+The number reader (``numbers/original``, issue #29) takes about 50 minutes on 2 cores
+(``train.py --preset original --task numbers --seed 0``), so it is shipped from such a
+run, its ``best`` epoch.
 """
 
 from __future__ import annotations
@@ -67,19 +72,11 @@ def ship(dataset: data.Dataset, preset: str, workdir: Path, sample: tuple) -> di
     training.train_and_evaluate(config, dataset, run_dir, progress=False, log=lambda _: None)
     params, metadata = checkpoint.restore_for_inference(run_dir / checkpoint.BEST_LINK)
     wrong = mistakes(params, metadata, dataset.test.images, dataset.test.labels)
-    blob = serialization.msgpack_serialize(
-        {layer: {name: np.asarray(v, np.float32) for name, v in values.items()}
-         for layer, values in params.items()})
-    file = f"{dataset.name}/{preset}.msgpack"
-    (FOLDER / file).parent.mkdir(parents=True, exist_ok=True)
-    (FOLDER / file).write_bytes(blob)
     # its checkpoint's metadata (a Mahalanobis rule's class means and covariances are
     # ~170 KB) beside it, digest-checked too
-    described = json.dumps(metadata, indent=0).encode()
-    (FOLDER / file).with_suffix(".json").write_bytes(described)
+    written = write_weights(params, metadata, f"{dataset.name}/{preset}.msgpack")
     flags = "" if dataset.name == "mnist" else f" --dataset {dataset.name}"
-    return {
-        "file": file, "bytes": len(blob), "sha256": zoo.weights_digest(blob),
+    return written | {
         "command": f"python train.py --preset {preset}{flags} --seed {SEED} "
                    "(python benchmarks/pretrained.py)",
         "seed": SEED, "epoch": metadata["epoch"], "epochs": config.epochs,
@@ -87,15 +84,57 @@ def ship(dataset: data.Dataset, preset: str, workdir: Path, sample: tuple) -> di
                    if k not in ("preset", "dataset", "seed")},
         "test_accuracy": 1 - wrong.sum() / len(wrong), "test_examples": len(wrong),
         "test_errors": int(wrong.sum()), "five_seeds": five_seeds(dataset.name, preset),
-        "metadata_sha256": zoo.weights_digest(described),
     } | ({"sample_test_errors": int(mistakes(params, metadata, *sample).sum())}
          if dataset.name == "mnist" else {})
+
+
+def write_weights(params, metadata: dict, file: str) -> dict:
+    """Write the weights and their metadata under ``FOLDER``; the card's file fields."""
+    blob = serialization.msgpack_serialize(
+        {layer: {name: np.asarray(v, np.float32) for name, v in values.items()}
+         for layer, values in params.items()})
+    (FOLDER / file).parent.mkdir(parents=True, exist_ok=True)
+    (FOLDER / file).write_bytes(blob)
+    described = json.dumps(metadata, indent=0).encode()
+    (FOLDER / file).with_suffix(".json").write_bytes(described)
+    return {"file": file, "bytes": len(blob), "sha256": zoo.weights_digest(blob),
+            "metadata_sha256": zoo.weights_digest(described)}
+
+
+def ship_numbers(run_dir: Path) -> None:
+    """Ship a numbers run's best epoch as ``numbers/<preset>``, with its card."""
+    from lenet_jax import reading
+
+    params, metadata = checkpoint.restore_for_inference(run_dir / checkpoint.BEST_LINK)
+    reading.NumberReader.of(params, metadata, str(run_dir))  # a numbers run, or refused
+    config = metadata["config"]
+    test = data.load("mnist").test
+    wrong = mistakes(params, metadata, test.images, test.labels)
+    preset = metadata["preset"]
+    card = write_weights(params, metadata, f"{zoo.NUMBERS}/{preset}.msgpack") | {
+        "command": f"python train.py --preset {preset} --task numbers --seed "
+                   f"{config['seed']} (python benchmarks/pretrained.py --numbers RUN)",
+        "seed": config["seed"], "epoch": metadata["epoch"], "epochs": config["epochs"],
+        "recipe": {k: v for k, v in config.items() if k not in ("preset", "dataset", "seed")},
+        "numbers_read": metadata["metrics"]["test_accuracy"],
+        "test_strips": reading.EVAL_STRIPS,
+        "test_accuracy": 1 - wrong.sum() / len(wrong), "test_examples": len(wrong),
+    }
+    path = FOLDER / zoo.NUMBERS_CARDS
+    path.write_text(json.dumps({zoo.NUMBERS: {preset: card}}, indent=1) + "\n")
+    print(f"{zoo.NUMBERS}/{preset}: {100 * card['numbers_read']:.2f}% of test strips read, "
+          f"{100 * card['test_accuracy']:.2f}% of test digits")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", default=None, metavar="DATASET/PRESET")
+    parser.add_argument("--numbers", type=Path, default=None, metavar="RUN_DIR",
+                        help="ship this run of the numbers task as the number reader")
     args = parser.parse_args()
+    if args.numbers is not None:
+        ship_numbers(args.numbers)
+        return
     path = FOLDER / zoo.CARDS
     cards = json.loads(path.read_text()) if path.exists() else {}
     sample = tests_sample()

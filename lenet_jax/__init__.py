@@ -7,6 +7,10 @@ A trained model, in three lines (one shipped in the package, or your own checkpo
     model, params, metadata = lenet_jax.pretrained("original")
     probabilities = lenet_jax.predict(model, params, uint8_images)  # (N, 28, 28[, 1])
 
+The numbers written in pictures (the network swept along a row of digits, issue #29):
+
+    lenet_jax.read_numbers(["cheque.png"])  # ["1234"]; or ckpt="runs/best"
+
 A new one:
 
     import jax, lenet_jax
@@ -38,16 +42,18 @@ if TYPE_CHECKING:
         preprocess,
         summary,
     )
+    from lenet_jax.reading import read_numbers
     from lenet_jax.zoo import pretrained
 
 # name -> the module that defines it
 _HOMES = {"load": "lenet_jax.checkpoint", "predict": "lenet_jax.inference",
-          "pretrained": "lenet_jax.zoo"}
+          "pretrained": "lenet_jax.zoo", "read_numbers": "lenet_jax.reading"}
 __all__ = [
     "__version__",
     "load",
     "predict",
     "pretrained",
+    "read_numbers",
     "PRESETS",
     "LeNet",
     "Preset",

@@ -1,5 +1,5 @@
 """``lenet-jax COMMAND ...`` and ``python -m lenet_jax COMMAND ...``: one entry point for
-the six command lines, each with exactly its own flags, messages and exit codes."""
+the seven command lines, each with exactly its own flags, messages and exit codes."""
 
 from __future__ import annotations
 
@@ -17,12 +17,13 @@ COMMANDS = {
     "export": ("lenet_jax.cli.export", "a jax.export artefact (and a SavedModel)"),
     "info": ("lenet_jax.cli.info", "the trained models shipped in the package, their cards"),
     "site": ("lenet_jax.cli.site", "the page as a static folder: the model runs in the browser"),
+    "read": ("lenet_jax.cli.read", "read the numbers written in your pictures"),
 }
 
 
 def usage() -> str:
     lines = [f"  {name:9s} {what}" for name, (_, what) in COMMANDS.items()]
-    return ("usage: lenet-jax {train,evaluate,serve,export,info,site} ... | --version\n\n"
+    return ("usage: lenet-jax {train,evaluate,serve,export,info,site,read} ... | --version\n\n"
             "commands:\n" + "\n".join(lines) + "\n\n'lenet-jax COMMAND --help' lists a "
             "command's flags.")
 
@@ -39,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         return cli.EXIT_OK
     if not argv or argv[0] not in COMMANDS:
         given = f"unknown command {argv[0]!r}" if argv else "a command is needed"
-        return cli.fail("lenet-jax", f"{given}; choose train, evaluate, serve, export, info "
-                                     "or site (--help says what each does)")
+        return cli.fail("lenet-jax", f"{given}; choose train, evaluate, serve, export, info, "
+                                     "site or read (--help says what each does)")
     command = argv[0]
     return cli.guarded("lenet-jax", lambda: importlib.import_module(COMMANDS[command][0])
                        .main(argv[1:]))

@@ -21,7 +21,8 @@ MAX_STEPS = 2**31 - 1  # Optax counts steps in an int32
 Schedule = Literal["constant", "cosine", "paper"]
 Optimizer = Literal["adam", "sdlm"]
 Loss = Literal["cross_entropy", "map"]
-Init = Literal["preset", "paper"]
+Init = Literal["preset", "paper", "shipped"]
+Task = Literal["digits", "numbers"]
 Loop = Literal["scan", "step"]
 
 
@@ -32,6 +33,10 @@ def _setting(default: Any, help: str, **argparse_options: Any) -> Any:  # noqa: 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     preset: str = _setting("original", "preset name (below)")
+    task: Task = _setting("digits", "digits: one centred digit per image; numbers: the "
+                                    "network swept along strips of 1-6 digits, trained "
+                                    "with CTC (lenet_jax.reading)")
+    strips: int = _setting(30_000, "numbers: strips composed afresh for each pass")
     dataset: str = _setting("mnist", "data set (TFDS name)", choices=DATASETS)
     epochs: int = _setting(10, "passes over the training set")
     batch_size: int = _setting(64, "global batch (divides over the devices)")
@@ -42,9 +47,11 @@ class TrainConfig:
     mu: float = _setting(0.02, "sdlm's mu: the step is eta / (mu + h), h the curvature")
     loss: Loss = _setting("cross_entropy", "softmax cross-entropy, or map: the paper's MAP "
                                            "criterion on the output penalties")
-    rubbish: float = _setting(0.0, "j of the map loss: the rubbish class's penalty")
-    init: Init = _setting("preset", "parameter initialisation: the preset's, or paper: "
-                                    "Appendix A's uniform +-2.4/fan-in")
+    rubbish: float = _setting(0.0, "j of the map loss: the rubbish class's penalty; for "
+                                   "numbers, the blank's (its logit is -j)")
+    init: Init = _setting("preset", "parameter initialisation: the preset's, paper: "
+                                    "Appendix A's uniform +-2.4/fan-in, or shipped: the "
+                                    "package's trained weights of the preset")
     weight_decay: float = _setting(
         0.0, "L2 weight decay added to the gradient, as PyTorch's Adam(weight_decay=)")
     schedule: Schedule = _setting("constant", "learning-rate schedule, cosine = warmup then "
@@ -117,6 +124,8 @@ class TrainConfig:
             raise ConfigError("not_digits", self.not_digits,
                               f"{{name}} teaches what is not a digit: for mnist, not "
                               f"{self.dataset}")
+        if self.task == "numbers":
+            self._validate_numbers()
         if self.devices < 0:
             raise ConfigError("devices", self.devices,
                               "{name} must be 0 (all) or positive, got {value}")
@@ -125,6 +134,29 @@ class TrainConfig:
             raise ConfigError("epochs", self.epochs,
                               f"{{name}} must be at most {MAX_STEPS // steps:,} at this batch "
                               "size (the step count is a 32-bit integer), got {value}")
+
+
+    def _validate_numbers(self) -> None:
+        if PRESETS[self.preset].c5 != "conv":
+            sweeps = ", ".join(n for n, p in PRESETS.items() if p.c5 == "conv")
+            raise ConfigError("task", self.task, f"{{name}} {{value}} sweeps C5 along a strip, "
+                              f"so it needs a convolutional C5 ({sweeps}), not "
+                              f"{self.preset!r}")
+        if self.dataset != "mnist":
+            raise ConfigError("dataset", self.dataset,
+                              "numbers are composed from MNIST digits, not {value}")
+        for field in ("augment", "flip", "not_digits"):
+            if getattr(self, field):
+                raise ConfigError(field, getattr(self, field), "{name} is for digits; "
+                                  "numbers training does not use it")
+        if self.optimizer != "adam" or self.loss != "cross_entropy":
+            raise ConfigError("optimizer", self.optimizer, "numbers train with adam and "
+                              "CTC; {name} and loss cannot change")
+        if self.devices > 1:
+            raise ConfigError("devices", self.devices, "numbers train on one device")
+        if self.strips < self.batch_size:
+            raise ConfigError("strips", self.strips, f"{{name}} must be at least the batch "
+                              f"({self.batch_size}), got {{value}}")
 
 
 class ConfigError(UserError, ValueError):
@@ -188,9 +220,18 @@ NAMED_RECIPES: dict[str, TrainConfig] = {
 }
 
 
+# Reading numbers (#29), for any preset whose C5 is a convolution: from the shipped
+# single-digit weights, CTC with a constant blank logit of -6 (the paper's rubbish class,
+# no new parameter), 30,000 fresh strips a pass, 60 passes, Adam 1e-3 cosine, a batch of
+# single digits beside each batch of strips (benchmarks/RESULTS.md, "Numbers on a GPU").
+NUMBERS = TrainConfig(task="numbers", epochs=60, learning_rate=1e-3, schedule="cosine",
+                      init="shipped", rubbish=6.0)
+
+
 def recipe(preset: str, name: str | None = None, **changes: Any) -> TrainConfig:
     """Preset ``preset``'s recipe (or recipe ``name`` of ``NAMED_RECIPES`` for it) with
-    ``changes``; an unknown preset or name is a ``ConfigError``."""
+    ``changes``; an unknown preset or name is a ``ConfigError``. With
+    ``task="numbers"`` the base is ``NUMBERS``."""
     if preset not in RECIPES:
         TrainConfig(preset).validate()
     if name is not None and name not in NAMED_RECIPES:
@@ -198,6 +239,10 @@ def recipe(preset: str, name: str | None = None, **changes: Any) -> TrainConfig:
                           + ", ".join(NAMED_RECIPES))
     if changes.get("dataset", "mnist") != "mnist":  # non-digits teach nothing about clothes
         changes.setdefault("not_digits", 0.0)
-    base = RECIPES[preset] if name is None else dataclasses.replace(NAMED_RECIPES[name],
-                                                                    preset=preset)
+    if name is not None:
+        base = dataclasses.replace(NAMED_RECIPES[name], preset=preset)
+    elif changes.get("task") == "numbers":
+        base = dataclasses.replace(NUMBERS, preset=preset)
+    else:
+        base = RECIPES[preset]
     return dataclasses.replace(base, **changes)

@@ -10,6 +10,7 @@ import os
 import re
 import stat
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -277,6 +278,22 @@ def image_files(paths: list[str]) -> tuple[list[Path], list[str]]:
     return files, problems
 
 
+def read_pictures(paths: list[str], convert: Callable[[Path], Any]
+                  ) -> tuple[list[Path], list, list[str]]:
+    """(the files read, ``convert`` of each, a problem for each path or file that could
+    not be): ``image_files``, each file through ``convert`` (``mnist_like``,
+    ``number_strip``), an ``ImageError`` a problem and not the end."""
+    files, problems = image_files(paths)
+    read, pictures = [], []
+    for file in files:
+        try:
+            pictures.append(convert(file))
+            read.append(file)
+        except ImageError as err:
+            problems.append(str(err))
+    return read, pictures, problems
+
+
 @dataclasses.dataclass(frozen=True)
 class Answer:
     """What the model says about one picture: its top classes, and whether the
@@ -359,6 +376,17 @@ def mnist_like(source: str | Path | bytes) -> np.ndarray:
     if digit is None:
         raise ImageError(f"{path}: no digit found (the image is blank)")
     return digit
+
+
+def number_strip(source: str | Path | bytes) -> ink.Strip:
+    """A user's picture of a written number (a file, or its bytes) as a strip the swept
+    network reads (``ink.mnist_strip``): 32 pixels high, white on black."""
+    path = "the image" if isinstance(source, bytes) else source
+    strip = ink.mnist_strip(_gray_pixels(source, path), models.SWEEP_STEP)
+    if strip is None:
+        raise ImageError(f"{path}: no number found (the image is blank, or its ink is a "
+                         f"line over {ink.MOST_STRIP_DIGITS} digits wide)")
+    return strip
 
 
 def _gray_pixels(source: str | Path | bytes, path: str | Path) -> np.ndarray:

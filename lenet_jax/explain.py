@@ -110,3 +110,44 @@ def _outputs(ax, probabilities: np.ndarray, class_names: tuple[str, ...]) -> Non
     ax.text(top, probabilities[top] + 0.02, f"{100 * probabilities[top]:.0f}%",
             ha="center", fontsize=10)
     ax.spines[["top", "right"]].set_visible(False)
+
+
+def plot_sweep(strip: np.ndarray, probabilities: np.ndarray, reads: list, path: Path,
+               title: str, field: int = 32, step: int = models.SWEEP_STEP) -> Path:
+    """The paper's Fig. 22-24 for one strip: the strip (uint8 (32, W, 1)), each of the
+    sweep's answers as a column of 11 probabilities (0-9 and the blank) under the centre
+    of the part of the strip it sees, each answer's likeliest class under its column,
+    and the digits read (``strips.Read``s) marked where they fired."""
+    from matplotlib.figure import Figure
+
+    answers = probabilities.shape[0]
+    width = strip.shape[1]
+    fig = Figure(figsize=(max(6.4, width / 20), 4.8), layout="constrained")
+    top, middle = fig.subplots(2, 1, sharex=True, height_ratios=[1, 1.5])
+    top.imshow(255 - strip[..., 0], cmap="gray", aspect="auto",
+               extent=(0, width, strip.shape[0], 0))
+    top.set_ylim(strip.shape[0], -14)  # room above the strip for the digits read
+    top.set_yticks([])
+    top.spines[["top", "left", "right"]].set_visible(False)
+    top.set_title("the strip (32 px high); red: each digit read", fontsize=10, loc="left")
+    for read in reads:
+        top.plot(read.centre, -2, "v", color="tab:red", markersize=7)
+        top.text(read.centre, -5, str(read.digit), ha="center", va="bottom",
+                 color="tab:red", fontsize=12, fontweight="bold")
+    centres = field / 2 + step * np.arange(answers)
+    middle.imshow(probabilities.T, aspect="auto", cmap="Greys", vmin=0, vmax=1,
+                  extent=(centres[0] - step / 2, centres[-1] + step / 2, 10.5, -0.5),
+                  interpolation="nearest")
+    middle.set_yticks(range(11), [str(d) for d in range(10)] + ["blank"], fontsize=8)
+    likeliest = probabilities.argmax(-1)
+    middle.set_xticks(centres, ["·" if c == 10 else str(c) for c in likeliest], fontsize=8)
+    for label, best in zip(middle.get_xticklabels(), likeliest, strict=True):
+        label.set_color("tab:gray" if best == 10 else "tab:red")
+    middle.tick_params(axis="x", length=2)
+    middle.set_xlim(0, width)
+    middle.set_title(f"an answer every {step} px, each seeing {field} px: its "
+                     "probabilities (black = 1), its likeliest below", fontsize=10, loc="left")
+    fig.suptitle(title, fontsize=13, fontweight="bold")
+    with files.replacing(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    return path

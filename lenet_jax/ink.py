@@ -15,6 +15,8 @@ benchmarks/RESULTS.md).
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 from PIL import Image
 from scipy import ndimage
@@ -79,6 +81,24 @@ def mnist_digit(pixels: np.ndarray) -> np.ndarray | None:
     (``mnist_pen``), scaled to fit 20x20 (aspect kept) and placed so its centre of mass
     is the centre of a 28x28 field.
     """
+    found = _ink(pixels)
+    if found is None:
+        return None
+    digit = mnist_pen(found[0], MNIST_BOX)
+    field = np.zeros((MNIST_SIZE, MNIST_SIZE), np.float32)
+    mass = digit.sum()
+    rows, cols = np.indices(digit.shape)
+    centre_r = (rows * digit).sum() / mass if mass else digit.shape[0] / 2
+    centre_c = (cols * digit).sum() / mass if mass else digit.shape[1] / 2
+    top = int(np.clip(round(MNIST_SIZE / 2 - centre_r), 0, MNIST_SIZE - digit.shape[0]))
+    left = int(np.clip(round(MNIST_SIZE / 2 - centre_c), 0, MNIST_SIZE - digit.shape[1]))
+    field[top:top + digit.shape[0], left:left + digit.shape[1]] = digit
+    return np.clip(field, 0, 255).astype(np.uint8)[..., None]
+
+
+def _ink(pixels: np.ndarray) -> tuple[np.ndarray, int, int] | None:
+    """(the ink, white on black, cropped; its top row; its left column) of gray levels
+    (H, W): a light background inverted, the background level taken off; None if no ink."""
     pixels = np.asarray(pixels, np.float32)
     border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
     if np.median(border) > 127:  # dark ink on a light background
@@ -89,13 +109,59 @@ def mnist_digit(pixels: np.ndarray) -> np.ndarray | None:
     if len(ink) == 0:
         return None
     (top, left), (bottom, right) = ink.min(axis=0), ink.max(axis=0) + 1
-    digit = mnist_pen(pixels[top:bottom, left:right], MNIST_BOX)
-    field = np.zeros((MNIST_SIZE, MNIST_SIZE), np.float32)
-    mass = digit.sum()
-    rows, cols = np.indices(digit.shape)
-    centre_r = (rows * digit).sum() / mass if mass else digit.shape[0] / 2
-    centre_c = (cols * digit).sum() / mass if mass else digit.shape[1] / 2
-    top = int(np.clip(round(MNIST_SIZE / 2 - centre_r), 0, MNIST_SIZE - digit.shape[0]))
-    left = int(np.clip(round(MNIST_SIZE / 2 - centre_c), 0, MNIST_SIZE - digit.shape[1]))
-    field[top:top + digit.shape[0], left:left + digit.shape[1]] = digit
-    return np.clip(field, 0, 255).astype(np.uint8)[..., None]
+    return pixels[top:bottom, left:right], int(top), int(left)
+
+
+STRIP_HEIGHT = 32  # the paper's input height (strips.HEIGHT)
+STRIP_MARGIN = 16  # background each side of the ink: a field centred on the edge digits
+MOST_STRIP_DIGITS = 40  # a picture wider than about this many digits is no number
+
+
+@dataclasses.dataclass(frozen=True)
+class Strip:
+    """A picture of a written number as ``strips.compose`` has its numbers."""
+
+    pixels: np.ndarray  # uint8 (32, 32 + 4k, 1), white on black
+    left: int  # the picture's column of the ink's left edge
+    scale: float  # strip pixels per picture pixel
+
+    def picture_x(self, strip_x: float) -> float:
+        """The picture's column of a strip's column."""
+        return self.left + (strip_x - STRIP_MARGIN) / self.scale
+
+
+def mnist_strip(pixels: np.ndarray, step: int = 4) -> Strip | None:
+    """Gray levels (H, W) in [0, 255] of a picture of a written number as a strip the
+    swept network reads; None if the picture holds no ink.
+
+    As ``mnist_digit`` finds the ink; its contrast stretched, scaled so a digit's height
+    is MNIST's 20-pixel box (the median height of the ink's pieces), its centre of mass
+    on the middle row, 16 pixels of background each side (half a field: an answer then
+    looks straight at a digit at either end), and the width made 32 + ``step`` k. The
+    pen is left as drawn: its measure is one digit's."""
+    found = _ink(pixels)
+    if found is None:
+        return None
+    ink, _, left = found
+    # A digit's height sets the scale, not the number's: its ink's pieces' median height
+    # (a slanted or jittered row of digits is taller than any of them), capped so the
+    # whole row fits the strip.
+    pieces, _ = ndimage.label(ink > 0.25 * ink.max(), np.ones((3, 3)))
+    boxes = ndimage.find_objects(pieces)
+    sizes = ndimage.sum_labels(np.ones_like(pieces), pieces, range(1, len(boxes) + 1))
+    heights = [box[0].stop - box[0].start for box, size in zip(boxes, sizes, strict=True)
+               if size >= 0.1 * sizes.max()]
+    scale = min(MNIST_BOX / float(np.median(heights)), (STRIP_HEIGHT - 2) / ink.shape[0])
+    digits = np.clip(_scaled(ink * (255 / max(float(ink.max()), 1e-6)), scale,
+                             Image.Resampling.LANCZOS), 0, 255)
+    if digits.shape[1] > MOST_STRIP_DIGITS * MNIST_BOX:
+        return None
+    width = max(STRIP_HEIGHT, digits.shape[1] + 2 * STRIP_MARGIN)
+    width = STRIP_HEIGHT + -(-(width - STRIP_HEIGHT) // step) * step
+    rows = np.arange(digits.shape[0])[:, None]
+    centre = (rows * digits).sum() / max(float(digits.sum()), 1e-6)
+    top = int(np.clip(round(STRIP_HEIGHT / 2 - centre), 0, STRIP_HEIGHT - digits.shape[0]))
+    strip = np.zeros((STRIP_HEIGHT, width), np.float32)
+    strip[top:top + digits.shape[0], STRIP_MARGIN:STRIP_MARGIN + digits.shape[1]] = digits
+    return Strip(np.clip(strip, 0, 255).astype(np.uint8)[..., None], left,
+                 digits.shape[1] / ink.shape[1])

@@ -61,15 +61,38 @@ def prediction(predictor: Any, picture: bytes,
     }
 
 
+def reading_answer(reader: Any, picture: bytes,
+                   decoding: threading.Semaphore | None = None) -> dict:
+    """``POST /read``'s answer for one encoded picture of a written number: the number,
+    each digit's x in the picture's pixels, column and confidence, and the sweep's
+    answers (columns x 11, the blank last) with where column 0 looks and the step
+    between columns, in the picture's pixels; ``ImageError`` when it cannot be read."""
+    from lenet_jax import evaluation, models, strips
+
+    with decoding or contextlib.nullcontext():
+        strip = evaluation.number_strip(picture)
+    number = reader.read([strip])[0]
+    return number.to_json() | {
+        "text": str(number),
+        "answers": _rounded(number.probabilities),
+        "first_x": strip.picture_x(strips.FIELD / 2),
+        "step_x": models.SWEEP_STEP / strip.scale,
+    }
+
+
 def model_card(predictor: Any) -> dict:
-    """``GET /model``: which checkpoint answers, and a line per layer on what it is."""
+    """``GET /model``: which checkpoint answers, and a line per layer on what it is;
+    ``reads_numbers`` when it was trained on the numbers task (``POST /read``)."""
     from lenet_jax import models
 
     metadata = predictor.metadata
+    numbers = metadata.get("task") == "numbers"
     return {"checkpoint": predictor.source, "preset": metadata["preset"],
             "dataset": metadata["dataset"], "epoch": metadata["epoch"],
-            "test_accuracy": metadata.get("metrics", {}).get("test_accuracy"),
-            "rejection": predictor.rule is not None,
+            "test_accuracy": metadata.get("metrics", {}).get(
+                "test_digit_accuracy" if numbers else "test_accuracy"),
+            "numbers_read": metadata["metrics"]["test_accuracy"] if numbers else None,
+            "rejection": predictor.rule is not None, "reads_numbers": numbers,
             "layers": models.layer_lines(metadata["preset"])}
 
 
@@ -78,12 +101,13 @@ def _rounded(array: np.ndarray) -> list:
 
 
 class Handler(BaseHTTPRequestHandler):
-    """``GET /`` the page, ``GET /model`` what answers, ``POST /predict`` the answer;
-    anything else, malformed
+    """``GET /`` the page, ``GET /model`` what answers, ``POST /predict`` the answer
+    (``POST /read`` a number's, from a numbers checkpoint); anything else, malformed
     requests included, a JSON error. Only requests addressed to this server (its
     ``Host``) from its own page or from no page (``Origin``) are served."""
 
     predictor: Any = None  # set by ``make_server``
+    reader: Any = None  # a reading.NumberReader, when the checkpoint reads numbers
     page: bytes = b""
     hosts: frozenset[str] = frozenset()  # the Host values this server answers to
     server_version = "lenet-jax"
@@ -111,7 +135,7 @@ class Handler(BaseHTTPRequestHandler):
         elif self.path == "/model":
             self._send(HTTPStatus.OK, json.dumps(model_card(self.predictor)).encode(),
                        "application/json")
-        elif self.path == "/predict":
+        elif self.path in ("/predict", "/read"):
             self._error(HTTPStatus.METHOD_NOT_ALLOWED, "use POST with a PNG body")
         else:
             self._error(HTTPStatus.NOT_FOUND, f"no such path: {self.path}")
@@ -119,8 +143,12 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         from lenet_jax.evaluation import ImageError
 
-        if self.path != "/predict":
+        if self.path not in ("/predict", "/read"):
             self._error(HTTPStatus.NOT_FOUND, f"no such path: {self.path}")
+            return
+        if self.path == "/read" and self.reader is None:
+            self._error(HTTPStatus.NOT_FOUND, "this checkpoint reads one digit, not numbers:"
+                        " /read needs one trained on the numbers task")
             return
         kind = self.headers.get("Content-Type", "").partition(";")[0].strip().lower()
         if kind and kind not in PICTURE_TYPES:
@@ -135,7 +163,9 @@ class Handler(BaseHTTPRequestHandler):
                         f"busy: {MAX_IN_FLIGHT} pictures are being read; try again")
             return
         try:
-            answer = prediction(self.predictor, body, self.server.decoding)
+            answer = (reading_answer(self.reader, body, self.server.decoding)
+                      if self.path == "/read"
+                      else prediction(self.predictor, body, self.server.decoding))
         except ImageError as err:
             self._error(HTTPStatus.BAD_REQUEST, str(err))
             return
@@ -275,12 +305,18 @@ def make_server(predictor: Any, host: str, port: int,
                 timeout: float = TIMEOUT_SECONDS) -> LocalServer:
     """A server for ``predictor`` bound to (host, port), its first answer compiled;
     a connection silent for ``timeout`` seconds is closed."""
+    from lenet_jax import reading
+
     page = resources.files("lenet_jax").joinpath("static/index.html").read_bytes()
-    handler = type("BoundHandler", (Handler,),
-                   {"predictor": predictor, "page": page, "timeout": timeout})
+    reader = (reading.NumberReader.of(predictor.params, predictor.metadata, predictor.source)
+              if predictor.metadata.get("task") == "numbers" else None)
+    handler = type("BoundHandler", (Handler,), {"predictor": predictor, "reader": reader,
+                                                "page": page, "timeout": timeout})
     server = LocalServer((host, port), handler)
     handler.hosts = _hosts(host, server.server_address[1])
     prediction(predictor, _warm_up_picture())  # compile now, not on the first stroke
+    if reader is not None:
+        reading_answer(reader, _warm_up_picture())
     return server
 
 

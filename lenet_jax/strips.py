@@ -54,16 +54,20 @@ class Strips:
 
 def compose(images: np.ndarray, labels: np.ndarray, count: int, seed: int,
             lengths: tuple[int, int] = (1, MOST_DIGITS),
-            gaps: tuple[int, int] = GAPS) -> Strips:
+            gaps: tuple[int, int] = GAPS, width: int | None = None) -> Strips:
     """``count`` strips of ``lengths[0]``-``lengths[1]`` digits (each length about as
     often) drawn from ``images`` (uint8 (N, 28, 28, 1), MNIST's) and their ``labels``; a
     function of ``seed`` alone. ``gaps`` bounds the pixels between neighbours' ink
-    (negative: they overlap)."""
+    (negative: they overlap). ``width`` (32 + 4k) pads every strip to it, one shape for
+    every call (training compiles once); a number that would not fit is drawn again."""
+    if width is not None and (width < FIELD or (width - FIELD) % STEP):
+        raise ValueError(f"width must be {FIELD} + {STEP}k, got {width}")
     rng = np.random.default_rng(seed)
     rows = []
     chosen = np.full((count, MOST_DIGITS), -1, np.int64)
     centres = np.full((count, MOST_DIGITS), -1.0, np.float32)
-    for n in range(count):
+    n = 0
+    while n < count:
         length = int(rng.integers(lengths[0], lengths[1] + 1))
         picks = rng.integers(0, len(images), length)
         glyphs = [_glyph(images[i, ..., 0], rng) for i in picks]
@@ -74,9 +78,11 @@ def compose(images: np.ndarray, labels: np.ndarray, count: int, seed: int,
         starts = (left + np.concatenate([[0], np.cumsum(glyph_widths[:-1])])
                   + np.cumsum(np.concatenate([[0], gap[1:]])))
         end = starts[-1] + glyph_widths[-1]
-        width = max(FIELD, end + max(0, FIELD // 2 - glyphs[-1].shape[1] // 2))
-        width = FIELD + -(-(width - FIELD) // STEP) * STEP  # 32 + 4k
-        strip = np.zeros((HEIGHT, width), np.uint8)
+        wide = max(FIELD, end + max(0, FIELD // 2 - glyphs[-1].shape[1] // 2))
+        wide = FIELD + -(-(wide - FIELD) // STEP) * STEP  # 32 + 4k
+        if width is not None and wide > width:
+            continue
+        strip = np.zeros((HEIGHT, wide), np.uint8)
         for glyph, start in zip(glyphs, starts, strict=True):
             top = (HEIGHT - glyph.shape[0]) // 2 + int(rng.integers(-JITTER, JITTER + 1))
             top = int(np.clip(top, 0, HEIGHT - glyph.shape[0]))
@@ -85,7 +91,8 @@ def compose(images: np.ndarray, labels: np.ndarray, count: int, seed: int,
         chosen[n, :length] = picks
         centres[n, :length] = starts + glyph_widths / 2
         rows.append(strip)
-    widest = max((strip.shape[1] for strip in rows), default=FIELD)
+        n += 1
+    widest = width or max((strip.shape[1] for strip in rows), default=FIELD)
     padded = np.zeros((count, HEIGHT, widest, 1), np.uint8)
     for n, strip in enumerate(rows):
         padded[n, :, :strip.shape[1], 0] = strip

@@ -8,12 +8,13 @@ epoch's checkpoint retraces the uninterrupted run bit for bit.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -463,13 +464,15 @@ EpochRunner = Callable[[TrainState, EpochPlan, Callable[[int], None] | None],
                        tuple[TrainState, dict]]
 
 # Config fields that change the trajectory: a resumed run must keep them.
-RESUME_INVARIANT = ("preset", "dataset", "batch_size", "optimizer", "learning_rate", "mu", "loss",
-                    "rubbish", "init", "weight_decay", "schedule", "warmup_epochs", "seed",
+RESUME_INVARIANT = ("preset", "task", "strips", "dataset", "batch_size", "optimizer",
+                    "learning_rate", "mu", "loss", "rubbish", "init", "weight_decay",
+                    "schedule", "warmup_epochs", "seed",
                     "val_size", "augment", "flip", "limit_train", "not_digits")
 _FORMER_NAMES = {"preset": "variant", "limit_train": "train_limit"}  # in older checkpoints
 # What older checkpoints, without the field, used.
-_ADDED_SINCE = {"weight_decay": 0.0, "flip": False, "not_digits": 0.0, "optimizer": "adam",
-                "mu": 0.02, "loss": "cross_entropy", "rubbish": 0.0, "init": "preset"}
+_ADDED_SINCE = {"task": "digits", "strips": 30_000, "weight_decay": 0.0, "flip": False,
+                "not_digits": 0.0, "optimizer": "adam", "mu": 0.02, "loss": "cross_entropy",
+                "rubbish": 0.0, "init": "preset"}
 
 
 def check_resumable(saved: dict, config: TrainConfig) -> None:
@@ -484,12 +487,31 @@ def check_resumable(saved: dict, config: TrainConfig) -> None:
             raise ResumeMismatchError(field, saved_value, getattr(config, field))
 
 
-def _metadata(config: TrainConfig, dataset: Dataset, record: dict, selection: str,
+def resumed(state: TrainState, config: TrainConfig, checkpoints: checkpoint.RunCheckpoints,
+            run_dir: Path, resume: bool, log: Callable[[str], None]) -> tuple[TrainState, int]:
+    """(state, epochs done): ``state`` as it is, or with ``resume`` the latest checkpoint's;
+    ``RunFinished`` (nothing written) if that checkpoint has all ``config.epochs``."""
+    if not resume or checkpoints.latest_epoch() is None:
+        return state, 0
+    saved = checkpoints.restore_latest()[2]
+    check_resumable(saved, config)
+    if saved["epoch"] >= config.epochs:
+        checkpoints.close()
+        raise RunFinished(run_dir, saved["epoch"], config.schedule)
+    params, opt_state, saved = checkpoints.restore_latest(
+        checkpoint.abstract_on_this_device(state.params),
+        checkpoint.abstract_on_this_device(state.opt_state))
+    log(f"resuming {run_dir} after epoch {saved['epoch']}")
+    return state.replace(params=params, opt_state=opt_state, step=saved["step"]), saved["epoch"]
+
+
+def run_metadata(config: TrainConfig, dataset: Dataset, record: dict, selection: str,
               rule: rejection.Rule | None) -> dict:
     """What a checkpoint carries so that it restores and evaluates on its own."""
     preset = models.get_preset(config.preset)
     return {
         "preset": preset.name,
+        "task": config.task,
         "dataset": dataset.name,
         "class_names": list(dataset.class_names),
         "input_shape": list(preset.input_shape),
@@ -529,13 +551,13 @@ def _epoch_line(record: dict, epochs: int) -> str:
             f"{record['images_per_second']:,.0f} img/s  {record['epoch_seconds']:.1f}s")
 
 
-def _log_to_terminal(line: str) -> None:
+def log_to_terminal(line: str) -> None:
     tqdm.write(line, file=sys.stdout)
 
 
 def train_and_evaluate(
     config: TrainConfig, dataset: Dataset, run_dir: Path, resume: bool = False,
-    progress: bool = True, log: Callable[[str], None] = _log_to_terminal,
+    progress: bool = True, log: Callable[[str], None] = log_to_terminal,
     writes_the_run: bool = True,
 ) -> dict:
     """Train ``config.epochs`` epochs, checkpointing each; returns the last epoch's record.
@@ -568,19 +590,8 @@ def train_and_evaluate(
     # A fresh state, or with `resume` the latest checkpoint's.
     checkpoints = checkpoint.RunCheckpoints(run_dir, writes_links=writes_the_run)
     with phase("init"):
-        state, start_epoch = create_train_state(config, steps), 0
-        if resume and checkpoints.latest_epoch() is not None:
-            saved = checkpoints.restore_latest()[2]
-            check_resumable(saved, config)
-            if saved["epoch"] >= config.epochs:
-                checkpoints.close()
-                raise RunFinished(run_dir, saved["epoch"], config.schedule)
-            params, opt_state, saved = checkpoints.restore_latest(
-                checkpoint.abstract_on_this_device(state.params),
-                checkpoint.abstract_on_this_device(state.opt_state))
-            state = state.replace(params=params, opt_state=opt_state, step=saved["step"])
-            start_epoch = saved["epoch"]
-            log(f"resuming {run_dir} after epoch {start_epoch}")
+        state, start_epoch = resumed(create_train_state(config, steps), config, checkpoints,
+                                     run_dir, resume, log)
         state = replicated(mesh, state)
     with phase("compile"):
         run_epoch, compile_seconds = compile_epoch(config.loop, state, train_data,
@@ -596,7 +607,7 @@ def train_and_evaluate(
 
     # Each epoch: train, evaluate, save, log.
     record: dict = {}
-    try:
+    with closing_at_the_end(bar, checkpoints, metrics_log):
         for epoch in range(start_epoch, config.epochs):
             with phase("work"):
                 start = time.perf_counter()
@@ -643,13 +654,21 @@ def train_and_evaluate(
                 record["compile_seconds"] = compile_seconds
             with phase("save"):
                 checkpoints.save(epoch + 1, state.params, state.opt_state,
-                                 _metadata(config, dataset, record, selection, rule))
+                                 run_metadata(config, dataset, record, selection, rule))
                 metrics_log.append(record)
                 checkpoint.point_workdir_best(run_dir.parent, run_dir, writes_the_run)
             log(_epoch_line(record, config.epochs))
+    return record
+
+
+@contextlib.contextmanager
+def closing_at_the_end(bar: tqdm, checkpoints: checkpoint.RunCheckpoints,
+                       metrics_log: MetricsLog) -> Iterator[None]:
+    """The epochs' loop: however it ends, the bar closed and what was saved on disk."""
+    try:
+        yield
     finally:
         bar.close()
         with phase("save"):
             checkpoints.close()
             metrics_log.close()
-    return record

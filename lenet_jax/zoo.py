@@ -21,6 +21,10 @@ from typing import Any
 from lenet_jax.errors import UserError
 
 CARDS = "cards.json"
+# Readers of whole numbers (lenet_jax.reading), "numbers/PRESET": trained on MNIST's
+# digits too, but cards of their own, apart from the single-digit models'.
+NUMBERS = "numbers"
+NUMBERS_CARDS = "numbers.json"
 
 
 class PretrainedError(UserError, LookupError):
@@ -31,18 +35,20 @@ def _folder():
     return resources.files("lenet_jax") / "trained"
 
 
-def cards() -> dict[str, dict[str, dict]]:
-    """dataset -> preset -> card, for every shipped model."""
+def cards(file: str = CARDS) -> dict[str, dict[str, dict]]:
+    """dataset -> preset -> card, for every shipped single-digit model (of
+    ``NUMBERS_CARDS``: the number readers, under "numbers")."""
     try:
-        return json.loads((_folder() / CARDS).read_text())
+        return json.loads((_folder() / file).read_text())
     except (OSError, ValueError) as err:
         raise PretrainedError(f"the package's cards of trained weights are unreadable "
                               f"({err}); reinstall lenet-jax") from None
 
 
 def card(preset: str, dataset: str = "mnist") -> dict:
-    """The card of the shipped ``preset`` trained on ``dataset``."""
-    shipped = cards()
+    """The card of the shipped ``preset`` trained on ``dataset`` (``NUMBERS``: the number
+    reader of that preset)."""
+    shipped = cards(NUMBERS_CARDS if dataset == NUMBERS else CARDS)
     if preset not in shipped.get(dataset, {}):
         names = "; ".join(f"{d}: {', '.join(sorted(p))}" for d, p in shipped.items())
         raise PretrainedError(f"no trained {preset!r} on {dataset} is shipped (shipped: "
@@ -106,6 +112,16 @@ def pretrained(preset: str = "original", dataset: str = "mnist") -> tuple[Any, A
 def describe(preset: str, dataset: str = "mnist") -> str:
     """The card as lines a person reads (``lenet-jax info``)."""
     c = card(preset, dataset)
+    if dataset == NUMBERS:
+        return "\n".join([
+            f"{preset} reading whole numbers, shipped in lenet-jax (lenet-jax read)",
+            f"  numbers read    {100 * c['numbers_read']:.2f}% of {c['test_strips']:,} test "
+            f"strips of 1-6 digits, exactly, after pass {c['epoch']} of {c['epochs']}",
+            f"  single digits   {100 * c['test_accuracy']:.2f}% of the MNIST test set",
+            f"  trained by      {c['command']}",
+            f"  file            lenet_jax/trained/{c['file']} ({c['bytes']:,} bytes, sha256 "
+            f"{c['sha256'][:16]}...)",
+        ])
     five = c["five_seeds"]
     rule = (metadata(preset, dataset).get("rejection") or {}).get("kind", "none")
     return "\n".join([

@@ -191,7 +191,7 @@ def test_lenet_jax_commands_are_the_tools_themselves(tmp_path):
     for argv, said in ((["bogus"], "unknown command 'bogus'"), ([], "a command is needed")):
         result = run_cli("-m", "lenet_jax", *argv)
         assert result.returncode == 2 and result.stderr == (
-            f"lenet-jax: error: {said}; choose train, evaluate, serve, export, info or site "
+            f"lenet-jax: error: {said}; choose train, evaluate, serve, export, info, site or read "
             "(--help says what each does)\n")
 
 

@@ -35,11 +35,14 @@ MAY_IMPORT = {
     "export": {"files", "inference", "models", "to_onnx"},
     "evaluation": {"checkpoint", "errors", "files", "inference", "ink", "models",
                    "rejection", "zoo"},
-    "serve": {"evaluation", "explain", "models"},
+    "serve": {"evaluation", "explain", "models", "reading", "strips"},
     "site": {"data", "errors", "models", "rejection", "serve", "to_onnx"},
     "training": {"checkpoint", "config", "data", "inference", "models", "outliers", "paper",
                  "rejection", "reporting", "runtime"},
-    "__init__": {"checkpoint", "inference", "models", "zoo"},
+    "reading": {"checkpoint", "config", "data", "errors", "evaluation", "explain",
+                "inference", "ink", "models", "reporting", "runtime", "strips", "training",
+                "zoo"},
+    "__init__": {"checkpoint", "inference", "models", "reading", "zoo"},
 }
 
 

@@ -105,7 +105,12 @@ def test_info_lists_the_shipped_models_and_shows_a_card():
     listed = run_cli("-m", "lenet_jax", "info")
     assert listed.returncode == 0, listed.stderr
     rows = [line.split()[0] for line in listed.stdout.splitlines()[1:] if line and "%" in line]
-    assert rows == [p if d == "mnist" else f"{d}/{p}" for d, p in SHIPPED]
+    readers = [f"{zoo.NUMBERS}/{p}:" for p in zoo.cards(zoo.NUMBERS_CARDS)[zoo.NUMBERS]]
+    assert rows == [p if d == "mnist" else f"{d}/{p}" for d, p in SHIPPED] + readers
+    assert readers == ["numbers/original:"]
+    reader = run_cli("-m", "lenet_jax", "info", "numbers/original")
+    numbers = zoo.card("original", zoo.NUMBERS)
+    assert f"{100 * numbers['numbers_read']:.2f}% of 2,000 test strips" in reader.stdout
     card = zoo.card("relu_avgpool_pad2", "fashion_mnist")
     shown = run_cli("-m", "lenet_jax", "info", "fashion_mnist/relu_avgpool_pad2")
     assert shown.returncode == 0, shown.stderr

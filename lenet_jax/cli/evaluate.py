@@ -58,14 +58,7 @@ def predict_files(args: argparse.Namespace, predictor, out_dir: Path) -> int:
 
     from lenet_jax import evaluation
 
-    files, problems = evaluation.image_files(args.image)
-    read, images = [], []
-    for file in files:
-        try:
-            images.append(evaluation.mnist_like(file))
-            read.append(file)
-        except evaluation.ImageError as err:
-            problems.append(str(err))
+    read, images, problems = evaluation.read_pictures(args.image, evaluation.mnist_like)
     for problem in problems:
         fail(problem)
     if read:

@@ -34,6 +34,9 @@ def info(args: argparse.Namespace) -> int:
             five = card["five_seeds"]
             print(f"{name:38s} {100 * card['test_accuracy']:12.2f}%   "
                   f"{five['mean']:.2f} ± {five['std']:.2f}%")
+    for preset, card in zoo.cards(zoo.NUMBERS_CARDS).get(zoo.NUMBERS, {}).items():
+        print(f"\n{zoo.NUMBERS}/{preset}: reads whole numbers (lenet-jax read), "
+              f"{100 * card['numbers_read']:.2f}% of test strips of 1-6 digits exactly")
     print("\n'lenet-jax info NAME' shows a card; load one with "
           "lenet_jax.pretrained(\"original\") or --pretrained NAME.")
     return 0

@@ -182,10 +182,12 @@ def train(args: argparse.Namespace, settings, run_dir: Path, writes_the_run: boo
     try:
         with runtime.phase("data"):
             dataset = data.load(settings.dataset, args.data_dir)
-        record = training.train_and_evaluate(
-            settings, dataset, run_dir, resume=args.resume,
-            progress=not args.no_progress and sys.stderr.isatty(),
-            writes_the_run=writes_the_run)
+        if settings.task == "numbers":
+            from lenet_jax import reading
+        story = reading.train_numbers if settings.task == "numbers" else training.train_and_evaluate
+        record = story(settings, dataset, run_dir, resume=args.resume,
+                       progress=not args.no_progress and sys.stderr.isatty(),
+                       writes_the_run=writes_the_run)
     except training.RunFinished as finished:
         longer = (f"resume with --epochs larger than {finished.epoch}"
                   if finished.schedule != "cosine" else
@@ -212,7 +214,9 @@ def train(args: argparse.Namespace, settings, run_dir: Path, writes_the_run: boo
         print(f"train.py: {word}; resume with --resume ({run_dir})", file=sys.stderr)
         return code
     best = Path(args.workdir) / "best"
-    print(f"done: test accuracy {100 * record['test_accuracy']:.2f}% after epoch "
+    what = ("numbers read exactly: test strips" if settings.task == "numbers"
+            else "test accuracy")
+    print(f"done: {what} {100 * record['test_accuracy']:.2f}% after epoch "
           f"{record['epoch']}; checkpoints in {run_dir}, best in {os.fspath(best)}")
     return 0
 

@@ -1,0 +1,311 @@
+"""Reading whole numbers (issue #29): the paper's space-displacement network (Sec. VII).
+
+A conv-C5 preset swept along a strip (``LeNet(sweep=True)``) answers every 4 pixels; the
+"between digits" class is a constant logit, ``-j`` (the paper's rubbish class, so no new
+parameter), and CTC (``optax.ctc_loss``) trains the sweep on strips of MNIST digits
+(``lenet_jax.strips``) without saying where each digit is. ``train_numbers`` is the
+training story, ``read`` the answers' decoding, ``strip_of`` a picture's strip.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from lenet_jax import checkpoint, evaluation, inference, ink, models, strips, training, zoo
+from lenet_jax.config import TrainConfig
+from lenet_jax.data import Dataset, split_validation
+from lenet_jax.errors import UserError
+from lenet_jax.reporting import MetricsLog
+from lenet_jax.runtime import phase
+
+WIDTH = strips.FIELD + strips.STEP * 44  # 208 px: every one of 330,000 composed strips fits
+EVAL_STRIPS = 2000  # validation (selects runs/best) and test strips read after each pass
+SINGLE_WEIGHT = 1.0  # single digits' cross-entropy beside each batch of strips
+
+
+def with_blank(logits: jax.Array, blank_logit: float) -> jax.Array:
+    """(N, K, 10) answers -> (N, K, 11), the blank (``strips.BLANK``) last."""
+    blank = jnp.full(logits.shape[:-1] + (1,), blank_logit, logits.dtype)
+    return jnp.concatenate([logits, blank], -1)
+
+
+def ctc_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Mean CTC loss of (N, K, 11) answers (blank last) for (N, D) digit labels, -1 after
+    the last digit."""
+    n, k, _ = logits.shape
+    return optax.ctc_loss(logits, jnp.zeros((n, k)), jnp.maximum(labels, 0),
+                          (labels < 0).astype(jnp.float32), blank_id=strips.BLANK).mean()
+
+
+def _loss(params: Any, state: training.TrainState, strip_images: jax.Array,
+          strip_labels: jax.Array, digits: jax.Array, digit_labels: jax.Array,
+          blank_logit: float) -> jax.Array:
+    preset = state.module.preset
+    swept = state.apply_fn({"params": params}, models.preprocess(strip_images, preset),
+                           sweep=True)
+    single = state.apply_fn({"params": params}, models.preprocess(digits, preset))
+    return (ctc_loss(with_blank(swept, blank_logit), strip_labels) + SINGLE_WEIGHT
+            * optax.softmax_cross_entropy_with_integer_labels(single, digit_labels).mean())
+
+
+@functools.partial(jax.jit, static_argnames=("batch_size", "blank_logit"), donate_argnums=0)
+def _train_pass(state: training.TrainState, key: jax.Array, strip_images: jax.Array,
+                strip_labels: jax.Array, digits: jax.Array, digit_labels: jax.Array,
+                batch_size: int, blank_logit: float) -> tuple[training.TrainState, jax.Array]:
+    """One pass over the strips in a random order (the last partial batch left out),
+    each batch of strips beside a batch of random single digits, as one compiled call;
+    returns the pass's mean loss."""
+    order_key, digit_key = jax.random.split(key)
+    steps = strip_images.shape[0] // batch_size
+    order = jax.random.permutation(order_key, strip_images.shape[0])[:steps * batch_size]
+    picks = jax.random.randint(digit_key, (steps, batch_size), 0, digits.shape[0])
+
+    def body(state, step):
+        rows, singles = step
+        loss, grads = jax.value_and_grad(_loss)(state.params, state, strip_images[rows],
+                                                strip_labels[rows], digits[singles],
+                                                digit_labels[singles], blank_logit)
+        return state.apply_gradients(grads=grads), loss
+
+    state, losses = jax.lax.scan(body, state, (order.reshape(steps, batch_size), picks))
+    return state, losses.mean()
+
+
+@functools.partial(jax.jit, static_argnames=("module", "blank_logit"))
+def _answers(module: models.LeNet, params: Any, images: jax.Array,
+             blank_logit: float) -> jax.Array:
+    logits = module.apply({"params": params}, models.preprocess(images, module.preset),
+                          sweep=True)
+    return jax.nn.softmax(with_blank(logits, blank_logit), -1)
+
+
+def probabilities(module: models.LeNet, params: Any, images: np.ndarray,
+                  blank_logit: float) -> np.ndarray:
+    """The sweep's answers, (N, K, 11) probabilities with the blank last, for uint8
+    strips (N, 32, 32 + 4k, 1), in chunks of ``inference.eval_batch_size()``."""
+    size = inference.eval_batch_size()
+    return np.concatenate([np.asarray(_answers(module, params, images[i:i + size],
+                                               float(blank_logit)))
+                           for i in range(0, len(images), size)])
+
+
+def read(module: models.LeNet, params: Any, images: np.ndarray,
+         blank_logit: float) -> list[list[strips.Read]]:
+    """The digits read in each strip, left to right, with where and how sure."""
+    return strips.decode(probabilities(module, params, images, blank_logit))
+
+
+def string_accuracy(module: models.LeNet, params: Any, composed: strips.Strips,
+                    blank_logit: float) -> float:
+    """The share of ``composed`` whose number is read exactly."""
+    got = read(module, params, composed.images, blank_logit)
+    return float(np.mean([number_of(row) == number
+                          for row, number in zip(got, composed.numbers, strict=True)]))
+
+
+def number_of(digits: list[strips.Read]) -> str:
+    return "".join(str(d.digit) for d in digits)
+
+
+def blank_logit(metadata: dict) -> float:
+    """The blank's constant logit a numbers checkpoint was trained with (-j)."""
+    return -float(metadata["config"]["rubbish"])
+
+
+def _pass_seed(seed: int, epoch: int) -> int:
+    """The strips of pass ``epoch``: a function of the run's seed and the pass alone, so
+    a resumed run composes the same ones."""
+    return int(np.random.SeedSequence([seed, epoch, 29]).generate_state(1)[0])
+
+
+def _line(record: dict, epochs: int) -> str:
+    selected = (f"val {100 * record['val_accuracy']:.2f}%  " if "val_accuracy" in record
+                else "")
+    return (f"pass {record['epoch']:3d}/{epochs}  loss {record['train_loss']:.4f}  "
+            f"numbers read: {selected}test {100 * record['test_accuracy']:.2f}%  "
+            f"single digits {100 * record['test_digit_accuracy']:.2f}%  "
+            f"{record['strips_per_second']:,.0f} strips/s  {record['epoch_seconds']:.1f}s")
+
+
+def train_numbers(
+    config: TrainConfig, dataset: Dataset, run_dir: Path, resume: bool = False,
+    progress: bool = True, log: Callable[[str], None] = training.log_to_terminal,
+    writes_the_run: bool = True,
+) -> dict:
+    """Train the swept network on ``config.epochs`` passes of ``config.strips`` fresh
+    strips each, checkpointing each pass; returns the last pass's record, whose
+    ``val_accuracy``/``test_accuracy`` are the shares of numbers read exactly."""
+    # Set up: the settings, the digits, the strips to select and test on, the checkpoints.
+    config.validate()
+    run_dir = Path(run_dir)
+    train, val = split_validation(dataset.train, config.val_size)
+    if config.limit_train:
+        train = train.take(slice(0, config.limit_train))
+    blank = -config.rubbish
+    selection = "val_accuracy" if val is not None else "test_accuracy"
+    eval_strips = {name: strips.compose(split.images, split.labels, EVAL_STRIPS, seed,
+                                        width=WIDTH)
+                   for name, split, seed in (("val", val, 1), ("test", dataset.test, 2))
+                   if split is not None}
+    digits = (jnp.asarray(train.images), jnp.asarray(train.labels))
+    steps = config.strips // config.batch_size
+    schedule = training.learning_rate_schedule(config, steps)
+    checkpoints = checkpoint.RunCheckpoints(run_dir, writes_links=writes_the_run)
+    with phase("init"):
+        state = training.create_train_state(config, steps)
+        if config.init == "shipped":  # the single-digit network, reading one digit
+            params, _ = zoo.restore(config.preset)
+            state = state.replace(params=params, opt_state=state.tx.init(params))
+        state, start_epoch = training.resumed(state, config, checkpoints, run_dir, resume, log)
+    log(f"{config.preset} reading numbers: {config.strips:,} strips of 1-{strips.MOST_DIGITS} "
+        f"digits a pass from {len(train):,} training digits, batch {config.batch_size} "
+        f"(and as many single digits), Adam {config.learning_rate:g} {config.schedule}, "
+        f"blank logit {blank:g}, {config.init} start, on {jax.default_backend()}")
+    metrics_log = MetricsLog(run_dir, resume_epoch=start_epoch, write=writes_the_run,
+                             config=dataclasses.asdict(config), selection=selection)
+    bar = tqdm(total=config.epochs, initial=start_epoch, unit="pass", disable=not progress,
+               leave=False, dynamic_ncols=True)
+
+    # Each pass: compose, train, read the validation and test strips, save, log.
+    record: dict = {}
+    with training.closing_at_the_end(bar, checkpoints, metrics_log):
+        for epoch in range(start_epoch, config.epochs):
+            with phase("work"):
+                start = time.perf_counter()
+                composed = strips.compose(train.images, train.labels, config.strips,
+                                          _pass_seed(config.seed, epoch), width=WIDTH)
+                state, loss = _train_pass(state, training.epoch_key(config.seed, epoch),
+                                          jnp.asarray(composed.images),
+                                          jnp.asarray(composed.labels), *digits,
+                                          config.batch_size, blank)
+                loss = float(loss)  # the pass's only host sync
+                seconds = time.perf_counter() - start
+                if not np.isfinite(loss):
+                    raise training.TrainingDivergedError(epoch * steps + 1, epoch + 1)
+                record = {"epoch": epoch + 1, "step": int(state.step), "train_loss": loss,
+                          "strips_per_second": config.strips / seconds,
+                          "epoch_seconds": seconds,
+                          "learning_rate": training.learning_rate_at(schedule,
+                                                                     int(state.step) - 1)}
+                for name, composed_strips in eval_strips.items():
+                    record[f"{name}_accuracy"] = string_accuracy(state.module, state.params,
+                                                                 composed_strips, blank)
+                record["test_digit_accuracy"] = inference.evaluate(
+                    state.module, state.params, dataset.test.images,
+                    dataset.test.labels)["accuracy"]
+            with phase("save"):
+                metadata = training.run_metadata(config, dataset, record, selection, None)
+                checkpoints.save(epoch + 1, state.params, state.opt_state, metadata)
+                metrics_log.append(record)
+                checkpoint.point_workdir_best(run_dir.parent, run_dir, writes_the_run)
+            log(_line(record, config.epochs))
+            bar.update()
+    return record
+
+
+class NotANumbersModelError(UserError, ValueError):
+    """A checkpoint that cannot read numbers: trained on single digits, or a dense C5."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Number:
+    """A number read in a picture: its digits, each with the picture's column where the
+    sweep was surest of it."""
+
+    digits: list[strips.Read]
+    xs: list[float]  # each digit's column in the picture
+    strip: ink.Strip  # what the network read
+    probabilities: np.ndarray  # (K, 11): the sweep's answers along the strip, blank last
+
+    @property
+    def number(self) -> str:
+        return number_of(self.digits)
+
+    def to_json(self) -> dict:
+        return {"number": self.number,
+                "digits": [{"digit": d.digit, "x": round(x, 1), "column": d.column,
+                            "confidence": d.confidence}
+                           for d, x in zip(self.digits, self.xs, strict=True)]}
+
+    def __str__(self) -> str:
+        if not self.digits:
+            return "no digits read"
+        surest = min(d.confidence for d in self.digits)
+        return f"{self.number} (least sure digit {100 * surest:.0f}%)"
+
+
+@dataclasses.dataclass(frozen=True)
+class NumberReader:
+    """A numbers checkpoint ready to read pictures: ``lenet-jax read`` asks this."""
+
+    module: models.LeNet
+    params: Any
+    metadata: dict
+    source: str
+
+    @classmethod
+    def load(cls, path: str | Path) -> NumberReader:
+        """From a checkpoint path (``checkpoint.resolve_step``) trained with
+        ``--task numbers``; ``NotANumbersModelError`` for any other."""
+        manager_dir, step = checkpoint.resolve_step(path)
+        params, metadata = checkpoint.restore_for_inference(manager_dir / str(step))
+        return cls.of(params, metadata, str(manager_dir / str(step)))
+
+    @classmethod
+    def pretrained(cls, preset: str = "original") -> NumberReader:
+        """The number reader shipped in the package (``lenet_jax.zoo``)."""
+        params, metadata = zoo.restore(preset, zoo.NUMBERS)
+        return cls.of(params, metadata, f"pretrained number reader {preset} (lenet-jax)")
+
+    @classmethod
+    def of(cls, params: Any, metadata: dict, source: str) -> NumberReader:
+        if metadata.get("task") != "numbers":
+            raise NotANumbersModelError(
+                f"{source} was trained to read one digit, not numbers: read them with a "
+                f"checkpoint of the numbers task, or the shipped number reader")
+        module, _ = models.create_model(metadata["preset"])
+        return cls(module, params, metadata, source)
+
+    def read(self, pictures: list[ink.Strip]) -> list[Number]:
+        """The number in each strip, all strips in one call (padded to the widest)."""
+        if not pictures:
+            return []
+        widest = max(p.pixels.shape[1] for p in pictures)
+        images = np.zeros((len(pictures), strips.HEIGHT, widest, 1), np.uint8)
+        for row, picture in zip(images, pictures, strict=True):
+            row[:, :picture.pixels.shape[1]] = picture.pixels
+        answers = probabilities(self.module, self.params, images, blank_logit(self.metadata))
+        numbers = []
+        for picture, answer in zip(pictures, answers, strict=True):
+            own = answer[:(picture.pixels.shape[1] - strips.FIELD) // strips.STEP + 1]
+            digits = strips.decode(own[None])[0]
+            numbers.append(Number(digits, [picture.picture_x(d.centre) for d in digits],
+                                  picture, own))
+        return numbers
+
+    def plot(self, number: Number, path: Path, name: str) -> Path:
+        """The paper's Fig. 22-24 for one picture read (``explain.plot_sweep``)."""
+        from lenet_jax import explain
+
+        title = f"{name}: read as {number.number or 'nothing'}"
+        return explain.plot_sweep(number.strip.pixels, number.probabilities, number.digits,
+                                  Path(path), title)
+
+
+def read_numbers(pictures: list[str | Path | bytes], ckpt: str | Path | None = None) -> list[str]:
+    """The numbers written in ``pictures`` (files or their bytes), read by the numbers
+    checkpoint ``ckpt`` or the shipped reader:
+    ``lenet_jax.read_numbers(["cheque.png"])``."""
+    reader = NumberReader.pretrained() if ckpt is None else NumberReader.load(ckpt)
+    return [n.number for n in reader.read([evaluation.number_strip(p) for p in pictures])]
