@@ -104,6 +104,13 @@ def _loop_link(folder: Path, workdir: Path) -> None:
     (folder / "loop").symlink_to("loop")
 
 
+def _wide_line(folder: Path, workdir: Path) -> None:
+    from PIL import Image
+    canvas = Image.new("L", (5000, 3), 255)
+    canvas.paste(0, (0, 1, 5000, 2))
+    canvas.save(folder / "line.png")
+
+
 def _png(folder: Path, workdir: Path) -> None:
     from PIL import Image
     canvas = Image.new("L", (28, 28))
@@ -236,6 +243,39 @@ CASES = [
                                                            "{D}/bell\x07.png"), setup=_png),
     Case(12, "--lr inf at the first step", train("--workdir", "{D}/W", "--lr", "1e30")),
     Case(12, "--workdir ''", train("--workdir", "")),
+    # 13: reading numbers (#29)
+    Case(13, "read --ckpt a single-digit run", ["-m", "lenet_jax", "read", "--ckpt", "{C}",
+                                                "{D}/one.png"], setup=_png),
+    Case(13, "read a 240-character stem with --figure",
+         ["-m", "lenet_jax", "read", "--figure", "{D}/f", "{D}/" + "x" * 240 + ".png"],
+         setup=_png),
+    Case(13, "read a control character in a file name",
+         ["-m", "lenet_jax", "read", "{D}/bell\x07.png"], setup=_png),
+    Case(13, "read --figure under a file", ["-m", "lenet_jax", "read", "--figure",
+                                            "{D}/file/f", "{D}/one.png"],
+         setup=lambda f, w: (_png(f, w), _write("file", "x")(f, w))),
+    Case(13, "read a line 5000 px wide", ["-m", "lenet_jax", "read", "{D}/line.png"],
+         setup=_wide_line),
+    Case(13, "read --ckpt and --pretrained", ["-m", "lenet_jax", "read", "--ckpt", "{C}",
+                                              "--pretrained", "original", "{D}/one.png"]),
+    Case(13, "read --pretrained lenet7", ["-m", "lenet_jax", "read", "--pretrained", "lenet7",
+                                          "{D}/one.png"], setup=_png),
+    Case(13, "read, SIGINT at 0.5 s", ["-m", "lenet_jax", "read", "{D}/one.png"],
+         setup=_png, signal_after=(signal.SIGINT, 0.5)),
+    Case(13, "read, SIGINT at 2 s", ["-m", "lenet_jax", "read", "{D}/one.png"],
+         setup=_png, signal_after=(signal.SIGINT, 2.0)),
+    Case(13, "--task numbers with a dense C5", ["train.py", "--workdir", "{D}/W", "--task",
+                                                "numbers", "--preset", "relu_avgpool_pad2"]),
+    Case(13, "--task numbers --strips 10", ["train.py", "--workdir", "{D}/W", "--task",
+                                            "numbers", "--strips", "10"]),
+    Case(13, "--task numbers --strips -1", ["train.py", "--workdir", "{D}/W", "--task",
+                                            "numbers", "--strips", "-1"]),
+    Case(13, "--task numbers, SIGINT at 6 s", ["train.py", "--workdir", "{D}/W", "--task",
+                                               "numbers", "--strips", "640", "--no-progress"],
+         signal_after=(signal.SIGINT, 6.0)),
+    Case(13, "--task numbers --resume of a digits run",
+         ["train.py", "--workdir", "{W}", "--name", "relu_maxpool", "--variant",
+          "relu_maxpool", "--task", "numbers", "--resume", "--no-progress"]),
 ]
 
 
