@@ -4,7 +4,8 @@ A conv-C5 preset swept along a strip (``LeNet(sweep=True)``) answers every 4 pix
 "between digits" class is a constant logit, ``-j`` (the paper's rubbish class, so no new
 parameter), and CTC (``optax.ctc_loss``) trains the sweep on strips of MNIST digits
 (``lenet_jax.strips``) without saying where each digit is. ``train_numbers`` is the
-training story, ``read`` the answers' decoding, ``strip_of`` a picture's strip.
+training story, ``read`` the answers' decoding, ``NumberReader`` reads pictures cut to
+strips by ``evaluation.number_strip``.
 """
 
 from __future__ import annotations
@@ -62,10 +63,11 @@ def _loss(params: Any, state: training.TrainState, strip_images: jax.Array,
 @functools.partial(jax.jit, static_argnames=("batch_size", "blank_logit"), donate_argnums=0)
 def _train_pass(state: training.TrainState, key: jax.Array, strip_images: jax.Array,
                 strip_labels: jax.Array, digits: jax.Array, digit_labels: jax.Array,
-                batch_size: int, blank_logit: float) -> tuple[training.TrainState, jax.Array]:
+                batch_size: int, blank_logit: float
+                ) -> tuple[training.TrainState, jax.Array, jax.Array]:
     """One pass over the strips in a random order (the last partial batch left out),
     each batch of strips beside a batch of random single digits, as one compiled call;
-    returns the pass's mean loss."""
+    returns the pass's mean loss and the index of its first non-finite step (-1: none)."""
     order_key, digit_key = jax.random.split(key)
     steps = strip_images.shape[0] // batch_size
     order = jax.random.permutation(order_key, strip_images.shape[0])[:steps * batch_size]
@@ -79,7 +81,8 @@ def _train_pass(state: training.TrainState, key: jax.Array, strip_images: jax.Ar
         return state.apply_gradients(grads=grads), loss
 
     state, losses = jax.lax.scan(body, state, (order.reshape(steps, batch_size), picks))
-    return state, losses.mean()
+    bad = ~jnp.isfinite(losses)
+    return state, losses.mean(), jnp.where(bad.any(), jnp.argmax(bad), -1)
 
 
 @functools.partial(jax.jit, static_argnames=("module", "blank_logit"))
@@ -164,9 +167,6 @@ def train_numbers(
     checkpoints = checkpoint.RunCheckpoints(run_dir, writes_links=writes_the_run)
     with phase("init"):
         state = training.create_train_state(config, steps)
-        if config.init == "shipped":  # the single-digit network, reading one digit
-            params, _ = zoo.restore(config.preset)
-            state = state.replace(params=params, opt_state=state.tx.init(params))
         state, start_epoch = training.resumed(state, config, checkpoints, run_dir, resume, log)
     log(f"{config.preset} reading numbers: {config.strips:,} strips of 1-{strips.MOST_DIGITS} "
         f"digits a pass from {len(train):,} training digits, batch {config.batch_size} "
@@ -185,15 +185,18 @@ def train_numbers(
                 start = time.perf_counter()
                 composed = strips.compose(train.images, train.labels, config.strips,
                                           _pass_seed(config.seed, epoch), width=WIDTH)
-                state, loss = _train_pass(state, training.epoch_key(config.seed, epoch),
-                                          jnp.asarray(composed.images),
-                                          jnp.asarray(composed.labels), *digits,
-                                          config.batch_size, blank)
-                loss = float(loss)  # the pass's only host sync
+                state, loss, first_bad = _train_pass(state,
+                                                     training.epoch_key(config.seed, epoch),
+                                                     jnp.asarray(composed.images),
+                                                     jnp.asarray(composed.labels), *digits,
+                                                     config.batch_size, blank)
+                loss, first_bad = jax.device_get((loss, first_bad))  # the pass's host sync
                 seconds = time.perf_counter() - start
-                if not np.isfinite(loss):
-                    raise training.TrainingDivergedError(epoch * steps + 1, epoch + 1)
-                record = {"epoch": epoch + 1, "step": int(state.step), "train_loss": loss,
+                if first_bad >= 0:
+                    raise training.TrainingDivergedError(epoch * steps + int(first_bad),
+                                                         epoch + 1)
+                record = {"epoch": epoch + 1, "step": int(state.step),
+                          "train_loss": float(loss),
                           "strips_per_second": config.strips / seconds,
                           "epoch_seconds": seconds,
                           "learning_rate": training.learning_rate_at(schedule,
@@ -215,7 +218,7 @@ def train_numbers(
 
 
 class NotANumbersModelError(UserError, ValueError):
-    """A checkpoint that cannot read numbers: trained on single digits, or a dense C5."""
+    """A checkpoint that cannot read numbers: it was not trained on the numbers task."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,13 +227,17 @@ class Number:
     sweep was surest of it."""
 
     digits: list[strips.Read]
-    xs: list[float]  # each digit's column in the picture
     strip: ink.Strip  # what the network read
     probabilities: np.ndarray  # (K, 11): the sweep's answers along the strip, blank last
 
     @property
     def number(self) -> str:
         return number_of(self.digits)
+
+    @property
+    def xs(self) -> list[float]:
+        """Each digit's column in the picture."""
+        return [self.strip.picture_x(d.centre) for d in self.digits]
 
     def to_json(self) -> dict:
         return {"number": self.number,
@@ -290,8 +297,7 @@ class NumberReader:
         for picture, answer in zip(pictures, answers, strict=True):
             own = answer[:(picture.pixels.shape[1] - strips.FIELD) // strips.STEP + 1]
             digits = strips.decode(own[None])[0]
-            numbers.append(Number(digits, [picture.picture_x(d.centre) for d in digits],
-                                  picture, own))
+            numbers.append(Number(digits, picture, own))
         return numbers
 
     def plot(self, number: Number, path: Path, name: str) -> Path:

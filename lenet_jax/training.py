@@ -28,7 +28,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
-from lenet_jax import checkpoint, inference, models, outliers, paper, rejection
+from lenet_jax import checkpoint, inference, models, outliers, paper, rejection, zoo
 from lenet_jax.config import ConfigError, ResumeMismatchError, TrainConfig
 from lenet_jax.data import Dataset, Split, split_validation
 from lenet_jax.reporting import MetricsLog
@@ -153,13 +153,17 @@ def _sdlm(learning_rate: float | optax.Schedule, mu: float,
 
 
 def create_train_state(config: TrainConfig, num_steps_per_epoch: int) -> TrainState:
-    """Fresh parameters (``models.init_params``'s, from ``config.seed``) and optimiser
-    state, in compiled calls."""
+    """Fresh parameters (``models.init_params``'s, from ``config.seed``, or with
+    ``init="shipped"`` the package's trained ones) and optimiser state, in compiled
+    calls."""
     preset = models.get_preset(config.preset)
     if config.init == "paper":
         preset = dataclasses.replace(preset, init="paper")
     module = models.LeNet(preset)
-    params = models.init_params(module, _init_key(config.seed))
+    if config.init == "shipped":  # the package's trained weights of the preset
+        params = zoo.restore(config.preset, config.dataset)[0]
+    else:
+        params = models.init_params(module, _init_key(config.seed))
     return _with_optimizer(module, make_optimizer(config, num_steps_per_epoch), params,
                            (config.loss, config.rubbish))
 

@@ -38,7 +38,7 @@ MAY_IMPORT = {
     "serve": {"evaluation", "explain", "models", "reading", "strips"},
     "site": {"data", "errors", "models", "rejection", "serve", "to_onnx"},
     "training": {"checkpoint", "config", "data", "inference", "models", "outliers", "paper",
-                 "rejection", "reporting", "runtime"},
+                 "rejection", "reporting", "runtime", "zoo"},
     "reading": {"checkpoint", "config", "data", "errors", "evaluation", "explain",
                 "inference", "ink", "models", "reporting", "runtime", "strips", "training",
                 "zoo"},

@@ -85,6 +85,13 @@ def test_the_numbers_task_is_its_own_recipe_and_refuses_what_cannot_sweep():
     with pytest.raises(ConfigError, match="augment is for digits"):
         recipe("original", task="numbers", augment=True).validate()
     assert config.RECIPES["original"].task == "digits"
+    # "shipped" starts from the package's weights, for the digits task as for numbers.
+    from lenet_jax import training
+
+    state = training.create_train_state(recipe("original", init="shipped"), 10)
+    for ours, shipped in zip(jax.tree.leaves(state.params),
+                             jax.tree.leaves(zoo.restore("original")[0]), strict=True):
+        np.testing.assert_array_equal(ours, shipped)
 
 
 def test_train_refuses_numbers_for_a_dense_c5_in_one_line(tmp_path):
