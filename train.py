@@ -5,4 +5,4 @@ from lenet_jax import cli
 from lenet_jax.cli.train import main
 
 if __name__ == "__main__":
-    cli.exit(main())
+    cli.run(main)

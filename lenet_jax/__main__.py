@@ -48,8 +48,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def console() -> NoReturn:
-    """The ``lenet-jax`` console script: ``main``, ended by ``cli.exit``."""
-    cli.exit(main())
+    """The ``lenet-jax`` console script: ``main`` as the process (``cli.run``)."""
+    cli.run(main)
 
 
 if __name__ == "__main__":

@@ -353,4 +353,4 @@ if __name__ == "__main__":  # the command line lives with the others
     from lenet_jax import cli
     from lenet_jax.cli.serve import main
 
-    cli.exit(main())
+    cli.run(main)

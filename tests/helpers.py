@@ -256,17 +256,3 @@ def draw_on_clean_pad(browser, strokes, side: float, left: float, top: float,
         draw(browser, page_points(stroke, side, left, top))
     answer, _, _ = shown_answer(browser, answered)
     return answer, int(browser.find_element(By.TAG_NAME, "body").get_attribute("data-answered"))
-
-
-def error_lines(stderr: str) -> list[str]:
-    """stderr's lines, less what TensorStore's threads print when reads of a failed Orbax
-    restore finish after its event loop closed (a traceback ending in "RuntimeError: Event
-    loop is closed", sometimes cut short by the exit, interleaved with the tool's line): a
-    known straggler (docs/faults.md). Any other traceback is kept, and fails the caller."""
-    noise = ("Traceback (most recent call last):", "RuntimeError: Event loop is closed")
-    lines = stderr.strip().splitlines()
-    if not any(line.startswith(noise) for line in lines):
-        return lines
-    return [line for line in lines
-            if line.strip() and not line.startswith(noise) and not line.startswith("  ")]
-

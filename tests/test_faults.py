@@ -155,6 +155,38 @@ def test_a_ctrl_c_that_lands_in_a_callback_still_stops_the_tool(capsys):
     assert capsys.readouterr().err == "train.py: interrupted\n"
 
 
+def test_tracebacks_raised_in_other_threads_stay_off_a_failed_tools_terminal():
+    """After a failed Orbax read, its other reads finish in TensorStore's threads at any
+    moment up to the exit, each raising where nobody can catch it ("Event loop is
+    closed"; Python prints such a traceback on stderr). The process shows the tool's line
+    and nothing else, from the failure to the exit."""
+    code = """if True:
+        import sys, threading, time
+        from lenet_jax import cli
+        from lenet_jax.errors import UserError
+
+        class Straggler:
+            def __del__(self):
+                raise RuntimeError("Event loop is closed")
+
+        def stragglers():
+            while True:
+                Straggler()
+
+        def body():
+            threading.Thread(target=stragglers, daemon=True).start()
+            time.sleep(0.05)
+            raise UserError("cannot restore ckpt/3: a read failed")
+
+        sys.setswitchinterval(1e-6)  # the threads take turns at every chance
+        cli.run(lambda: cli.guarded("evaluate.py", body))
+    """
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=ROOT, timeout=60)
+    assert (result.returncode, result.stderr) == (
+        2, "evaluate.py: error: cannot restore ckpt/3: a read failed\n")
+
+
 def test_an_error_line_escapes_what_a_terminal_would_obey(capsys):
     from lenet_jax import cli
 

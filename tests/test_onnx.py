@@ -126,7 +126,7 @@ def test_int8_export_is_within_0_3_points_of_float32_and_writes_reference_activa
 
 def test_onnx_export_without_the_onnx_package_is_one_line(tmp_path):
     code = ("import sys; sys.modules['onnx'] = None; from lenet_jax import cli; "
-            "from lenet_jax.cli.export import main; cli.exit(main(['--pretrained', "
+            "from lenet_jax.cli.export import main; cli.run(lambda: main(['--pretrained', "
             f"'original', '--format', 'onnx', '--out', {str(tmp_path)!r}]))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             cwd=ROOT)

@@ -148,6 +148,15 @@ def exit(code: int) -> NoReturn:  # noqa: A001 (the tools' sys.exit)
     sys.exit(code)
 
 
+def run(main: Callable[[], int]) -> NoReturn:
+    """A tool's ``main`` as the whole process, ended by ``exit``. From start to exit,
+    exceptions nobody can catch stay off the terminal (``_unraisable``): after a failed
+    Orbax read, its other reads finish in TensorStore's threads at any moment up to the
+    exit, each with a traceback that would land beside the tool's one line."""
+    sys.unraisablehook = _unraisable
+    exit(main())
+
+
 def guarded(prog: str, body: Callable[[], int]) -> int:
     """Run a command's ``body`` inside its one error boundary: a ``UserError`` is one
     line (naming the flag a setting came from) and exit 2, Ctrl-C exit 130, SIGTERM 143,
