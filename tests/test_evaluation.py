@@ -272,12 +272,11 @@ def test_cli_bad_checkpoint_is_one_line_and_exit_2(trained_original, tmp_path, c
             chunk.write_bytes(chunk.read_bytes()[:chunk.stat().st_size // 2])
     if make == "truncated":  # as a process: nothing from deep inside Orbax gets out
         result = run_cli("evaluate.py", "--ckpt", str(target))
-    elif make == "arrays":  # nor at exit, from the reads still running when one failed:
-        # whether any still runs is down to timing, so three runs, each one line
-        runs = [run_cli("evaluate.py", "--ckpt", str(step)) for _ in range(3)]
-        assert [(run.returncode, run.stderr.count("\n")) for run in runs] == [(2, 1)] * 3, [
-            run.stderr for run in runs]
-        result = runs[0]
+    elif make == "arrays":  # nor at exit, from the reads still running when one failed
+        # (whether any still runs is down to timing: test_faults.py's
+        # test_tracebacks_raised_in_other_threads_stay_off_a_failed_tools_terminal
+        # provokes them at every run)
+        result = run_cli("evaluate.py", "--ckpt", str(step))
     else:  # the same main, in this process
         code = evaluate.main(["--ckpt", str(target)])
         result = subprocess.CompletedProcess([], code, *capsys.readouterr())
