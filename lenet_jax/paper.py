@@ -22,6 +22,9 @@ import jax.numpy as jnp
 import optax
 
 MU = 0.02  # Sec. III-C: keeps the step bounded where the curvature is small
+# At Appendix A's start the curvature is tiny nearly everywhere and a small mu diverges in
+# the first pass; a larger one for the first passes gets the network out of that start.
+START_MU = 1.0
 # Sec. III-C: eta for 2 passes, then 3, 3, 4; then the last value.
 PASSES_AND_RATES = ((2, 5e-4), (3, 2e-4), (3, 1e-4), (4, 5e-5), (None, 1e-5))
 CURVATURE_PATTERNS = 500  # "re-estimated on 500 patterns before each pass"
@@ -51,9 +54,11 @@ class SDLMState(NamedTuple):
     curvature: Any  # h_kk, a pytree like the params; set by ``with_curvature``
 
 
-def sdlm(learning_rate: optax.ScalarOrSchedule, mu: float = MU) -> optax.GradientTransformation:
+def sdlm(learning_rate: optax.ScalarOrSchedule,
+         mu: optax.ScalarOrSchedule = MU) -> optax.GradientTransformation:
     """Stochastic diagonal Levenberg-Marquardt: update = -eta / (mu + h) * gradient, with h
-    the curvature last given to ``with_curvature`` (zero until then: plain SGD at eta/mu)."""
+    the curvature last given to ``with_curvature`` (zero until then: plain SGD at eta/mu);
+    eta and mu each a number or a schedule of the step (``mu_schedule``)."""
 
     def init(params):
         return SDLMState(jnp.zeros((), jnp.int32), jax.tree.map(jnp.zeros_like, params))
@@ -61,7 +66,8 @@ def sdlm(learning_rate: optax.ScalarOrSchedule, mu: float = MU) -> optax.Gradien
     def update(updates, state, params=None):
         del params
         eta = learning_rate(state.count) if callable(learning_rate) else learning_rate
-        updates = jax.tree.map(lambda g, h: -eta * g / (mu + h), updates, state.curvature)
+        damping = mu(state.count) if callable(mu) else mu
+        updates = jax.tree.map(lambda g, h: -eta * g / (damping + h), updates, state.curvature)
         return updates, SDLMState(optax.safe_increment(state.count), state.curvature)
 
     return optax.GradientTransformation(init, update)
@@ -107,6 +113,14 @@ def gauss_newton_diagonal(outputs: Callable[[Any, jax.Array], jax.Array], params
     total, _ = jax.lax.scan(add, total, (padded.reshape(chunks, chunk, *inputs.shape[1:]),
                                          weights))
     return jax.tree.map(lambda t: t / count, total)
+
+
+def mu_schedule(steps_per_pass: int, mu: float, start_passes: int) -> optax.ScalarOrSchedule:
+    """mu at each step: ``START_MU`` for the first ``start_passes`` passes, then ``mu``."""
+    if not start_passes:
+        return mu
+    return optax.join_schedules([optax.constant_schedule(START_MU), optax.constant_schedule(mu)],
+                                [start_passes * steps_per_pass])
 
 
 def learning_rate_schedule(steps_per_pass: int, scale: float = 1.0) -> optax.Schedule:

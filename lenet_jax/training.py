@@ -95,7 +95,9 @@ def make_optimizer(config: TrainConfig, num_steps_per_epoch: int) -> optax.Gradi
     decay as PyTorch's ``Adam(weight_decay=)`` does it."""
     schedule = learning_rate_schedule(config, num_steps_per_epoch)
     if config.optimizer == "sdlm":
-        return _sdlm(schedule, config.mu, config.weight_decay)
+        start_passes = min(config.mu_start_passes, config.epochs)  # beyond the run: all
+        return _sdlm(schedule, _mu(num_steps_per_epoch, config.mu, start_passes),
+                     config.weight_decay)
     return _adam(schedule, config.weight_decay)
 
 
@@ -135,6 +137,11 @@ def _paper_rates(steps_per_pass: int, scale: float) -> optax.Schedule:
 
 
 @functools.cache
+def _mu(steps_per_pass: int, mu: float, start_passes: int) -> float | optax.Schedule:
+    return paper.mu_schedule(steps_per_pass, mu, start_passes)
+
+
+@functools.cache
 def _adam(learning_rate: float | optax.Schedule,
           weight_decay: float = 0.0) -> optax.GradientTransformation:
     adam = optax.adam(learning_rate)
@@ -146,7 +153,7 @@ def _adam(learning_rate: float | optax.Schedule,
 
 
 @functools.cache
-def _sdlm(learning_rate: float | optax.Schedule, mu: float,
+def _sdlm(learning_rate: float | optax.Schedule, mu: float | optax.Schedule,
           weight_decay: float = 0.0) -> optax.GradientTransformation:
     sdlm = paper.sdlm(learning_rate, mu)
     return optax.chain(optax.add_decayed_weights(weight_decay), sdlm) if weight_decay else sdlm
@@ -469,14 +476,14 @@ EpochRunner = Callable[[TrainState, EpochPlan, Callable[[int], None] | None],
 
 # Config fields that change the trajectory: a resumed run must keep them.
 RESUME_INVARIANT = ("preset", "task", "strips", "dataset", "batch_size", "optimizer",
-                    "learning_rate", "mu", "loss", "rubbish", "init", "weight_decay",
-                    "schedule", "warmup_epochs", "seed",
+                    "learning_rate", "mu", "mu_start_passes", "loss", "rubbish", "init",
+                    "weight_decay", "schedule", "warmup_epochs", "seed",
                     "val_size", "augment", "flip", "limit_train", "not_digits")
 _FORMER_NAMES = {"preset": "variant", "limit_train": "train_limit"}  # in older checkpoints
 # What older checkpoints, without the field, used.
 _ADDED_SINCE = {"task": "digits", "strips": 30_000, "weight_decay": 0.0, "flip": False,
-                "not_digits": 0.0, "optimizer": "adam", "mu": 0.02, "loss": "cross_entropy",
-                "rubbish": 0.0, "init": "preset"}
+                "not_digits": 0.0, "optimizer": "adam", "mu": 0.02, "mu_start_passes": 0,
+                "loss": "cross_entropy", "rubbish": 0.0, "init": "preset"}
 
 
 def check_resumable(saved: dict, config: TrainConfig) -> None:
@@ -531,12 +538,18 @@ def run_metadata(config: TrainConfig, dataset: Dataset, record: dict, selection:
     }
 
 
+def _sdlm_words(c: TrainConfig) -> str:
+    if not c.mu_start_passes:
+        return f"SDLM (mu {c.mu:g})"
+    return f"SDLM (mu {paper.START_MU:g} for {c.mu_start_passes} passes, then {c.mu:g})"
+
+
 def _describe(config: TrainConfig, dataset: Dataset, sizes: tuple[int, int, int],
               devices: int, compile_seconds: float) -> str:
     c = config
     return (f"{c.preset} on {dataset.name}: {sizes[0]} train / {sizes[1]} validation / "
             f"{sizes[2]} test, batch {c.batch_size}, "
-            f"{f'SDLM (mu {c.mu:g})' if c.optimizer == 'sdlm' else 'Adam'} "
+            f"{_sdlm_words(c) if c.optimizer == 'sdlm' else 'Adam'} "
             f"{c.learning_rate:g} {c.schedule}"
             f"{f', MAP loss j={c.rubbish:g}' if c.loss == 'map' else ''}"
             f"{', paper init' if c.init == 'paper' else ''}"

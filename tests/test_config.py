@@ -78,6 +78,7 @@ def test_flags_parse_into_the_config_with_their_types():
     ({"warmup_epochs": float("inf")}, "warmup_epochs", "--warmup-epochs must be in [0, 10)"),
     ({"seed": 2**31}, "seed", "--seed must be in [0, 2147483648), got 2147483648"),
     ({"seed": -1}, "seed", "--seed must be in [0, 2147483648), got -1"),
+    ({"mu_start_passes": -1}, "mu_start_passes", "--mu-start-passes must be 0 or positive"),
 ])
 def test_an_impossible_setting_raises_naming_its_field_and_the_cli_its_flag(changes, field,
                                                                            said):

@@ -102,6 +102,34 @@ def test_sdlm_steps_each_parameter_by_eta_over_mu_plus_its_curvature():
         np.testing.assert_allclose(updates["b"], -0.1 * (step + 1) * 2.0 / 0.5, rtol=1e-6)
 
 
+def test_sdlm_takes_mu_one_for_the_start_passes_then_the_given_mu():
+    steps_per_pass, grads, h = 3, {"w": jnp.array(1.0)}, {"w": jnp.array(0.5)}
+    tx = paper.sdlm(0.1, paper.mu_schedule(steps_per_pass, 0.02, start_passes=2))
+    state = paper.with_curvature(tx.init({"w": jnp.array(0.0)}), h)
+    steps = []
+    for _ in range(3 * steps_per_pass):
+        updates, state = tx.update(grads, state)
+        steps.append(float(updates["w"]))
+    start, after = -0.1 / (paper.START_MU + 0.5), -0.1 / (0.02 + 0.5)
+    np.testing.assert_allclose(steps, [start] * 6 + [after] * 3, rtol=1e-6)
+    assert paper.mu_schedule(steps_per_pass, 0.02, start_passes=0) == 0.02
+
+
+def test_the_paper_recipes_optimizer_takes_mu_one_for_two_passes_then_its_mu():
+    from lenet_jax import training
+    from lenet_jax.config import recipe
+
+    steps_per_pass, grads, h = 4, {"w": jnp.array(1.0)}, {"w": jnp.array(0.5)}
+    tx = training.make_optimizer(recipe("original", "paper"), steps_per_pass)
+    state = paper.with_curvature(tx.init({"w": jnp.array(0.0)}), h)
+    steps = []
+    for _ in range(3 * steps_per_pass):
+        updates, state = tx.update(grads, state)
+        steps.append(float(updates["w"]))
+    expected = [-5e-4 / (1 + 0.5)] * 8 + [-2e-4 / (0.1 + 0.5)] * 4
+    np.testing.assert_allclose(steps, expected, rtol=1e-6)
+
+
 @pytest.mark.parametrize("scale", [1.0, 64.0])
 def test_learning_rate_schedule_is_the_papers_pass_by_pass(scale):
     steps = 7
@@ -119,11 +147,11 @@ def test_the_paper_recipe_is_the_papers_training_for_any_preset():
     from lenet_jax.config import ConfigError, TrainConfig, recipe
 
     assert recipe("original", "paper") == TrainConfig(
-        "original", epochs=20, batch_size=1, optimizer="sdlm", learning_rate=5e-4, mu=1.0,
-        schedule="paper", loss="map", rubbish=10.0, init="paper", val_size=0)
+        "original", epochs=20, batch_size=1, optimizer="sdlm", learning_rate=5e-4, mu=0.1,
+        mu_start_passes=2, schedule="paper", loss="map", rubbish=10.0, init="paper", val_size=0)
     assert recipe("relu_maxpool", "paper", epochs=2) == TrainConfig(
-        "relu_maxpool", epochs=2, batch_size=1, optimizer="sdlm", learning_rate=5e-4, mu=1.0,
-        schedule="paper", loss="map", rubbish=10.0, init="paper", val_size=0)
+        "relu_maxpool", epochs=2, batch_size=1, optimizer="sdlm", learning_rate=5e-4, mu=0.1,
+        mu_start_passes=2, schedule="paper", loss="map", rubbish=10.0, init="paper", val_size=0)
     with pytest.raises(ConfigError, match="unknown recipe 'lecun'; valid recipes: paper"):
         recipe("original", "lecun")
     with pytest.raises(ConfigError, match="mu must be positive, got 0.0"):
@@ -213,7 +241,8 @@ def test_two_paper_passes_through_the_cli_read_98_percent_of_mnist(tmp_path):
     run = run_cli("train.py", "--variant", "original", "--recipe", "paper", "--epochs", "2",
                   "--no-progress", "--workdir", str(tmp_path))
     assert run.returncode == 0, run.stderr[-2000:]
-    assert "60000 train / 0 validation / 10000 test, batch 1, SDLM (mu 1)" in run.stdout
+    assert ("60000 train / 0 validation / 10000 test, batch 1, "
+            "SDLM (mu 1 for 2 passes, then 0.1)") in run.stdout
     accuracy = float(run.stdout.split("done: test accuracy ")[1].split("%")[0])
     assert accuracy >= 97.8, run.stdout
 
