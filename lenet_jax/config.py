@@ -45,7 +45,7 @@ class TrainConfig:
     learning_rate: float = _setting(1e-3, "learning rate (sdlm: the first pass's eta x the "
                                           "batch size)")
     mu: float = _setting(0.02, "sdlm's mu: the step is eta / (mu + h), h the curvature")
-    mu_start_passes: int = _setting(0, "sdlm: passes at mu 1 before --mu applies (at the "
+    mu_start_passes: int = _setting(0, "sdlm: passes at mu 1 before mu applies (at the "
                                        "paper's initialisation a small mu diverges at first)",
                                     metavar="PASSES")
     loss: Loss = _setting("cross_entropy", "softmax cross-entropy, or map: the paper's MAP "
