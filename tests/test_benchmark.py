@@ -27,6 +27,7 @@ def test_benchmark_reports_every_contender_per_round(tmp_path):
     assert "ours / Flax example loop and model: " in run.stdout
 
 
+@pytest.mark.slow
 def test_benchmark_rejects_bad_sizes():
     run = run_cli(SCRIPT, "--steps", "0")
     assert run.returncode == 2
@@ -34,6 +35,7 @@ def test_benchmark_rejects_bad_sizes():
         "--steps, --batch-size and --repeats must be positive")
 
 
+@pytest.mark.slow
 def test_training_and_saved_arrays_need_no_tensorflow(tmp_path, tiny_dataset):
     """A lent GPU machine has JAX but no TensorFlow/TFDS/tensorboardX: the training code
     must import and the saved arrays load there (benchmarks/gpu_check.sh)."""
@@ -79,6 +81,7 @@ def _mutants():
     return module
 
 
+@pytest.mark.slow
 def test_every_listed_break_still_fits_the_code_and_names_tests_that_exist(tmp_path):
     """benchmarks/mutants.toml names code and tests by text, not by line: each text is
     found where it says, and each test it names is collected."""

@@ -156,6 +156,7 @@ def test_the_shipped_reader_reads_real_test_numbers_from_pictures(mnist_sample, 
     assert worst <= 8, worst
 
 
+@pytest.mark.slow
 def test_read_refuses_a_missing_checkpoint_and_an_unwritable_figure_in_one_line(tmp_path):
     picture = tmp_path / "n.png"
     Image.new("L", (90, 30), 0).save(picture)
@@ -170,6 +171,7 @@ def test_read_refuses_a_missing_checkpoint_and_an_unwritable_figure_in_one_line(
 
 
 
+@pytest.mark.slow
 def test_read_draws_the_papers_figure_of_each_picture_and_python_reads_alike(mnist_sample,
                                                                              tmp_path):
     made = strips.compose(mnist_sample.test.images, mnist_sample.test.labels, 2, seed=4)
@@ -298,3 +300,52 @@ def test_the_page_reads_numbers_written_with_the_mouse_and_marks_each_digit(tmp_
         browser.quit()
         server.send_signal(signal.SIGINT)
         server.wait(timeout=60)
+
+
+def test_ink_apart_finds_each_piece_standing_apart_with_its_bar_and_without_specks():
+    strip = np.zeros((32, 120), np.float32)
+    strip[6:10, 10:24] = 200  # a 5's bar, apart from its body below, over the same columns
+    strip[12:26, 12:22] = 255
+    strip[8:26, 40:44] = 255  # a 1
+    strip[8:26, 70:84] = 255
+    strip[8:26, 84:96] = 255  # two digits touching: one piece
+    strip[2, 110] = 255  # a speck
+    pieces = ink.apart(strip)
+    assert [(start, stop) for start, stop, _ in pieces] == [(10, 24), (40, 44), (70, 96)]
+    for _, _, digit in pieces:
+        assert digit.shape == (28, 28, 1) and digit.dtype == np.uint8
+        rows, cols = np.nonzero(digit[..., 0] > 0.25 * 255)
+        assert max(np.ptp(rows), np.ptp(cols)) + 1 in (19, 20, 21)  # MNIST's 20-pixel box
+        mass_r, mass_c = np.argwhere(digit[..., 0] > 0).mean(0)
+        assert abs(mass_r - 14) <= 2.5 and abs(mass_c - 14) <= 2.5
+    # The bar came with the body: the first piece's top fifth is inked.
+    assert pieces[0][2][:9].max() > 128 and ink.apart(np.zeros((32, 40))) == []
+
+
+def test_both_readings_agree_on_the_class_likeliest_together():
+    digit = strips.Read(digit=3, column=2, centre=24, confidence=0.6)
+    swept = np.full(11, 0.01)
+    swept[3], swept[8], swept[strips.BLANK] = 0.6, 0.3, 0.02
+    single = np.log(np.full(10, 0.001))
+    single[8], single[3] = np.log(0.9), np.log(0.09)
+    both = reading._both(digit, swept, single)
+    p = swept[:10] / swept[:10].sum() * np.exp(single)
+    assert both.digit == 8 and both.column == 2 and both.centre == 24
+    np.testing.assert_allclose(both.confidence, p[8] / p.sum(), rtol=1e-6)
+    # A single reading that agrees with the sweep keeps its class.
+    assert reading._both(digit, swept, np.log(np.eye(10)[3] * 0.99 + 0.001)).digit == 3
+
+
+def test_reading_digits_that_stand_apart_twice_reads_more_numbers_than_the_sweep(
+        mnist_sample):
+    reader = reading.NumberReader.pretrained()
+    made = strips.compose(mnist_sample.test.images, mnist_sample.test.labels, 600, seed=31,
+                          lengths=(4, 6), gaps=(3, 12))
+    both = reader.read([ink.Strip(image, 0, 1.0) for image in made.images])
+    swept = [strips.decode(number.probabilities[None])[0] for number in both]
+    sweep_right = sum(reading.number_of(s) == t for s, t in zip(swept, made.numbers, strict=True))
+    both_right = sum(b.number == t for b, t in zip(both, made.numbers, strict=True))
+    assert both_right > sweep_right and both_right >= 0.9 * len(made), (sweep_right, both_right)
+    # Where the two agree on the digits, positions stay the sweep's.
+    for s, b in zip(swept, both, strict=True):
+        assert [d.column for d in s] == [d.column for d in b.digits]

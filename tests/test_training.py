@@ -430,6 +430,7 @@ def test_ten_epochs_of_original_reach_the_papers_accuracy_and_reject_non_digits(
     assert len(rejected) == 90 and sum(rejected) >= 81, sum(rejected)
 
 
+@pytest.mark.slow
 def test_a_run_compiles_each_program_once_and_nothing_per_epoch(tiny_dataset, tmp_path):
     """Every XLA program a 3-epoch run asks for (persistent-cache hits included): set-up
     compiles seven, the first epoch's log the learning rate's one, the epochs none. An

@@ -122,6 +122,7 @@ def test_info_lists_the_shipped_models_and_shows_a_card():
     assert unknown.stderr.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_evaluate_reads_a_picture_with_the_shipped_model(tmp_path, mnist_sample):
     from PIL import Image
 
@@ -140,6 +141,7 @@ def test_evaluate_reads_a_picture_with_the_shipped_model(tmp_path, mnist_sample)
     assert "one of the arguments --ckpt --pretrained is required" in neither.stderr
 
 
+@pytest.mark.slow
 def test_export_writes_the_shipped_model(tmp_path, mnist_sample):
 
     result = run_cli("-m", "lenet_jax.export", "--pretrained", "relu_maxpool", "--out",
