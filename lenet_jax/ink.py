@@ -48,7 +48,7 @@ def mnist_pen(ink: np.ndarray, box: int) -> np.ndarray:
     inked = big > 0.1 * 255
     softness = (inked & (big < 0.9 * 255)).sum() / max(inked.sum(), 1)
     if WIDTHS[0] <= width <= WIDTHS[1] and softness <= SOFTNESS:
-        return np.clip(_scaled(ink, box / max(ink.shape), Image.Resampling.LANCZOS), 0, 255)
+        return _fitted(ink, box)
     margin = int(PEN)
     mask = np.pad(mask, margin)
     if not mask.any():  # nothing at half the brightest after scaling: the brightest pixel
@@ -65,7 +65,12 @@ def mnist_pen(ink: np.ndarray, box: int) -> np.ndarray:
         pen = mask * 255.0
     rows, cols = np.nonzero(pen)
     pen = pen[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
-    return np.clip(_scaled(pen, box / max(pen.shape), Image.Resampling.LANCZOS), 0, 255)
+    return _fitted(pen, box)
+
+
+def _fitted(ink: np.ndarray, box: int) -> np.ndarray:
+    """Ink (H, W) in [0, 255] scaled so its longer side is ``box``."""
+    return np.clip(_scaled(ink, box / max(ink.shape), Image.Resampling.LANCZOS), 0, 255)
 
 
 def _scaled(pixels: np.ndarray, scale: float, resample: Image.Resampling) -> np.ndarray:
@@ -135,8 +140,7 @@ def apart(strip: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
         rows, cols = np.nonzero(piece)
         piece = piece[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
         piece *= 255 / max(float(piece.max()), 1e-6)
-        digit = _scaled(piece, MNIST_BOX / max(piece.shape), Image.Resampling.LANCZOS)
-        out.append((start, stop, centred(np.clip(digit, 0, 255))))
+        out.append((start, stop, centred(_fitted(piece, MNIST_BOX))))
     return out
 
 

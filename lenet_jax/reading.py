@@ -326,8 +326,8 @@ def _alone(digits: list[strips.Read], strip: np.ndarray) -> list[tuple[int, np.n
     pieces = ink.apart(strip)
     owners = []
     for digit in digits:
-        inside = [p for p, (start, stop, _) in enumerate(pieces)
-                  if start - 2 <= digit.centre < stop + 2]  # 2 px: half the sweep's step
+        inside = [p for p, (start, stop, _) in enumerate(pieces)  # within half a step
+                  if start - strips.STEP // 2 <= digit.centre < stop + strips.STEP // 2]
         owners.append(inside[0] if len(inside) == 1 else -1)
     return [(owners.index(p), piece) for p, (_, _, piece) in enumerate(pieces)
             if owners.count(p) == 1]
@@ -336,7 +336,8 @@ def _alone(digits: list[strips.Read], strip: np.ndarray) -> list[tuple[int, np.n
 def _both(digit: strips.Read, swept: np.ndarray, single: np.ndarray) -> strips.Read:
     """A digit read by the sweep (its answer, 11 probabilities) and by the single-digit
     network (10 log-probabilities): the class both find likeliest together."""
-    together = np.log(swept[:10] / swept[:10].sum() + 1e-12) + single
+    digits = swept[:strips.BLANK]
+    together = np.log(digits / digits.sum() + 1e-12) + single
     together = np.exp(together - together.max())
     together /= together.sum()
     best = int(together.argmax())

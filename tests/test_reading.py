@@ -318,7 +318,7 @@ def test_ink_apart_finds_each_piece_standing_apart_with_its_bar_and_without_spec
         assert max(np.ptp(rows), np.ptp(cols)) + 1 in (19, 20, 21)  # MNIST's 20-pixel box
         mass_r, mass_c = np.argwhere(digit[..., 0] > 0).mean(0)
         assert abs(mass_r - 14) <= 2.5 and abs(mass_c - 14) <= 2.5
-    # The bar came with the body: the first piece's top fifth is inked.
+    # The bar came with the body: the first piece's top rows are inked.
     assert pieces[0][2][:9].max() > 128 and ink.apart(np.zeros((32, 40))) == []
 
 
