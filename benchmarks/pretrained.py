@@ -9,7 +9,7 @@ recipe's 5-seed mean ± std from ``benchmarks/ACCURACY.md``.
     python benchmarks/pretrained.py --only mnist/original
     python benchmarks/pretrained.py --numbers RUN_DIR     # ship a run of the numbers task
 
-The number reader (``numbers/original``, issue #29) takes about 50 minutes on 2 cores
+The number reader (``numbers/original``, issue #29) takes about 70 minutes on 2 cores
 (``train.py --preset original --task numbers --seed 0``), so it is shipped from such a
 run, its ``best`` epoch.
 """

@@ -112,9 +112,9 @@ def read(module: models.LeNet, params: Any, images: np.ndarray,
 def string_accuracy(module: models.LeNet, params: Any, composed: strips.Strips,
                     blank_logit: float) -> float:
     """The share of ``composed`` whose number is read exactly."""
-    got = read(module, params, composed.images, blank_logit)
-    return float(np.mean([number_of(row) == number
-                          for row, number in zip(got, composed.numbers, strict=True)]))
+    got = strips.decode_numbers(probabilities(module, params, composed.images, blank_logit))
+    return float(np.mean([read == number
+                          for read, number in zip(got, composed.numbers, strict=True)]))
 
 
 def number_of(digits: list[strips.Read]) -> str:

@@ -122,25 +122,83 @@ class Read:
 
 
 def decode(probabilities: np.ndarray) -> list[list[Read]]:
-    """Greedy CTC decoding of the sweep's answers, (N, K, 11) probabilities with ``BLANK``
-    last: each answer's likeliest class; a run of one digit is one digit, and a blank
-    between two runs of the same digit makes them two ("55")."""
-    probabilities = np.asarray(probabilities)
-    best = probabilities.argmax(-1)
-    out = []
-    for row, likeliest in zip(probabilities, best, strict=True):
-        digits, previous = [], BLANK
-        for column, label in enumerate(likeliest):
-            label = int(label)
-            if label != BLANK:
-                p = float(row[column, label])
-                if label != previous:
-                    digits.append(Read(label, column, _centre(column), p))
-                elif p > digits[-1].confidence:
-                    digits[-1] = Read(label, column, _centre(column), p)
-            previous = label
-        out.append(digits)
-    return out
+    """CTC decoding of the sweep's answers, (N, K, 11) probabilities with ``BLANK`` last:
+    the likeliest number, its probability summed over every way the answers can spell it
+    (prefix beam search, Hannun et al. 2014, ``BEAM`` prefixes kept), each digit then put
+    at the answer surest of it along the likeliest spelling. A run of one digit is one
+    digit, and a blank between two runs of the same digit makes them two ("55")."""
+    return [_placed(row, _likeliest(row)) for row in np.asarray(probabilities, np.float64)]
+
+
+def decode_numbers(probabilities: np.ndarray) -> list[str]:
+    """``decode``'s numbers as strings, without placing their digits (a third of the
+    time: training counts the numbers read after every pass)."""
+    return ["".join(map(str, _likeliest(row))) for row in np.asarray(probabilities, np.float64)]
+
+
+BEAM = 8  # prefixes kept: 16 read no more numbers, 2 fewer (benchmarks/RESULTS.md)
+_UNLIKELY = 1e-4  # a digit this unlikely at an answer starts no new prefix there
+
+
+def _likeliest(answers: np.ndarray) -> tuple[int, ...]:
+    """The likeliest digits for (K, 11) answers; beats each answer's likeliest class
+    (greedy decoding) where a digit is spread over answers none of which is sure of it.
+    Optax has the loss but no decoder, and TensorFlow's would cost its import."""
+    beams: dict[tuple[int, ...], tuple[float, float]] = {(): (1.0, 0.0)}  # ends: blank, digit
+    likely = answers[:, :BLANK] > _UNLIKELY
+    for answer, labels in zip(answers.tolist(), likely, strict=True):
+        labels = np.flatnonzero(labels).tolist()
+        grown: dict[tuple[int, ...], list[float]] = {}
+        for prefix, (blank, digit) in beams.items():
+            grown.setdefault(prefix, [0.0, 0.0])[0] += (blank + digit) * answer[BLANK]
+            for label in labels:
+                p = answer[label]
+                if prefix and prefix[-1] == label:  # the same run, or after a blank a new one
+                    grown[prefix][1] += digit * p
+                    grown.setdefault(prefix + (label,), [0.0, 0.0])[1] += blank * p
+                else:
+                    grown.setdefault(prefix + (label,), [0.0, 0.0])[1] += (blank + digit) * p
+        kept = sorted(grown.items(), key=lambda item: -item[1][0] - item[1][1])[:BEAM]
+        total = sum(blank + digit for _, (blank, digit) in kept) or 1.0  # rescaled: no underflow
+        beams = {prefix: (blank / total, digit / total) for prefix, (blank, digit) in kept
+                 if blank + digit > _UNLIKELY * total}
+    return max(beams, key=lambda prefix: sum(beams[prefix]))
+
+
+def _placed(answers: np.ndarray, digits: tuple[int, ...]) -> list[Read]:
+    """``digits`` along (K, 11) answers: the likeliest path that spells them (Viterbi over
+    CTC's states, a blank before, between and after), each digit at its surest answer."""
+    if not digits:
+        return []
+    states = [BLANK]
+    for digit in digits:
+        states += [digit, BLANK]
+    scores = np.log(answers[:, states] + 1e-30)  # (K, S)
+    best = np.full(len(states), -np.inf)
+    best[:2] = scores[0, :2]
+    came_from = np.zeros((len(answers), len(states)), int)
+    at = np.arange(len(states))
+    skips = np.array([k >= 2 and states[k] != BLANK and states[k] != states[k - 2]
+                      for k in at])  # from one digit straight to the next, unless it repeats
+    for k in range(1, len(answers)):
+        stay, step = best, np.concatenate([[-np.inf], best[:-1]])
+        skip = np.where(skips, np.concatenate([[-np.inf, -np.inf], best[:-2]]), -np.inf)
+        options = np.stack([stay, step, skip])
+        choice = options.argmax(0)
+        came_from[k] = at - choice
+        best = options[choice, at] + scores[k]
+    state = len(states) - 1 if best[-1] >= best[-2] else len(states) - 2
+    path = [state]
+    for k in range(len(answers) - 1, 0, -1):
+        state = came_from[k, state]
+        path.append(state)
+    path.reverse()
+    read = []
+    for n, digit in enumerate(digits):
+        column = max((k for k, state in enumerate(path) if state == 2 * n + 1),
+                     key=lambda k: answers[k, digit])
+        read.append(Read(digit, column, _centre(column), float(answers[column, digit])))
+    return read
 
 
 def _centre(column: int) -> int:

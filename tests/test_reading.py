@@ -78,7 +78,7 @@ def test_ctc_with_the_blank_last_is_optaxs_with_a_constant_blank_logit():
 def test_the_numbers_task_is_its_own_recipe_and_refuses_what_cannot_sweep():
     numbers = recipe("original", task="numbers")
     assert (numbers.task, numbers.epochs, numbers.init, numbers.rubbish,
-            numbers.not_digits) == ("numbers", 60, "shipped", 6.0, 0.0)
+            numbers.not_digits) == ("numbers", 120, "shipped", 6.0, 0.0)
     assert recipe("tanh_avgpool", task="numbers").preset == "tanh_avgpool"
     with pytest.raises(ConfigError, match="needs a convolutional C5 .*'relu_avgpool_pad2'"):
         recipe("relu_avgpool_pad2", task="numbers").validate()

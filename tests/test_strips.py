@@ -93,10 +93,27 @@ def test_decode_merges_runs_and_splits_them_at_blanks():
     cases = {(b, 5, 5, b, 5, b): "55", (3, 3, 3): "3", (b, b): "", (1, b, 1): "11",
              (2, 3): "23", (b, 7, 7, 1, 1, b, 1): "711", (): ""}
     for classes, number in cases.items():
-        read = strips.decode(_answers(list(classes)).reshape(1, len(classes), b + 1))[0]
+        answers = _answers(list(classes)).reshape(1, len(classes), b + 1)
+        read = strips.decode(answers)[0]
         assert "".join(str(r.digit) for r in read) == number, classes
+        assert strips.decode_numbers(answers) == [number], classes
     # Each digit at the answer surest of it: its column, the field's centre there.
     answers = _answers([b, 4, 4, 4, b])
     answers[0, 2, 4] = 0.97
     (four,) = strips.decode(answers)[0]
     assert (four.digit, four.column, four.centre, four.confidence) == (4, 2, 24, 0.97)
+
+
+def test_decode_finds_the_likeliest_number_not_each_answers_likeliest_class():
+    # A 7 spread over three answers, none of them sure of it: each answer's likeliest class
+    # is the blank (0.55-0.6), so the likeliest path reads nothing (0.6 * 0.55 * 0.6 =
+    # 0.20), but the paths that spell "7" add up to 1 - 0.20 - P("77": 0.4 * 0.55 * 0.4).
+    b = strips.BLANK
+    answers = np.zeros((1, 3, b + 1))
+    answers[0, :, 7], answers[0, :, b] = 0.4, 0.6
+    answers[0, 1, 7], answers[0, 1, b] = 0.45, 0.55
+    (seven,) = strips.decode(answers)[0]
+    assert (seven.digit, seven.column, seven.centre, seven.confidence) == (7, 1, 20, 0.45)
+    # Two digits each spread so: both found, each at its own surest answer.
+    answers = np.concatenate([answers, answers[:, :, [0, 1, 2, 3, 4, 5, 6, 9, 8, 7, 10]]], 1)
+    assert [(r.digit, r.column) for r in strips.decode(answers)[0]] == [(7, 1), (9, 4)]
