@@ -113,8 +113,8 @@ def string_accuracy(module: models.LeNet, params: Any, composed: strips.Strips,
                     blank_logit: float) -> float:
     """The share of ``composed`` whose number is read exactly."""
     got = strips.decode_numbers(probabilities(module, params, composed.images, blank_logit))
-    return float(np.mean([read == number
-                          for read, number in zip(got, composed.numbers, strict=True)]))
+    return float(np.mean([number_read == number
+                          for number_read, number in zip(got, composed.numbers, strict=True)]))
 
 
 def number_of(digits: list[strips.Read]) -> str:
