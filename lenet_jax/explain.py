@@ -115,9 +115,10 @@ def _outputs(ax, probabilities: np.ndarray, class_names: tuple[str, ...]) -> Non
 def plot_sweep(strip: np.ndarray, probabilities: np.ndarray, reads: list, path: Path,
                title: str, field: int = 32, step: int = models.SWEEP_STEP) -> Path:
     """The paper's Fig. 22-24 for one strip: the strip (uint8 (32, W, 1)), each of the
-    sweep's answers as a column of 11 probabilities (0-9 and the blank) under the centre
-    of the part of the strip it sees, each answer's likeliest class under its column,
-    and the digits read (``strips.Read``s) marked where they fired."""
+    sweep's answers (the reader's three looks averaged) as a column of 11 probabilities
+    (0-9 and the blank) under the centre of the part of the strip it sees, each answer's
+    likeliest class under its column, and the digits read (``strips.Read``s) marked where
+    they fired."""
     from matplotlib.figure import Figure
 
     answers = probabilities.shape[0]
@@ -145,8 +146,8 @@ def plot_sweep(strip: np.ndarray, probabilities: np.ndarray, reads: list, path: 
         label.set_color("tab:gray" if best == 10 else "tab:red")
     middle.tick_params(axis="x", length=2)
     middle.set_xlim(0, width)
-    middle.set_title(f"an answer every {step} px, each seeing {field} px: its "
-                     "probabilities (black = 1), its likeliest below", fontsize=10, loc="left")
+    middle.set_title(f"an answer every {step} px, each seeing {field} px, three looks a pixel "
+                     "apart averaged: black = 1, its likeliest below", fontsize=10, loc="left")
     fig.suptitle(title, fontsize=13, fontweight="bold")
     with files.replacing(path) as tmp:
         fig.savefig(tmp, dpi=110)

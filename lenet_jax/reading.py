@@ -103,10 +103,30 @@ def probabilities(module: models.LeNet, params: Any, images: np.ndarray,
                            for i in range(0, len(images), size)])
 
 
+# Pixels each strip is moved right for the reader's three looks (averaged): a digit
+# between two of the sweep's 4-pixel steps is seen off-centre. -1..1 chosen over 0..3,
+# -2..1, -1..2 and -2..2 on validation strips (benchmarks/RESULTS.md, "Three looks").
+LOOKS = (-1, 0, 1)
+
+
+def steady_probabilities(module: models.LeNet, params: Any, images: np.ndarray,
+                         blank_logit: float) -> np.ndarray:
+    """``probabilities`` averaged over the strips moved right by each of ``LOOKS`` pixels
+    (background filling the columns they leave): the same (N, K, 11)."""
+    width = images.shape[2]
+    margin = max(map(abs, LOOKS))
+    padded = np.pad(images, ((0, 0), (0, 0), (margin, margin), (0, 0)))
+    return np.mean([probabilities(module, params,
+                                  padded[:, :, margin - shift:margin - shift + width],
+                                  blank_logit)
+                    for shift in LOOKS], 0)
+
+
 def read(module: models.LeNet, params: Any, images: np.ndarray,
          blank_logit: float) -> list[list[strips.Read]]:
-    """The digits read in each strip, left to right, with where and how sure."""
-    return strips.decode(probabilities(module, params, images, blank_logit))
+    """The digits read in each strip, left to right, with where and how sure (the
+    sweep's three looks averaged, as ``NumberReader`` reads)."""
+    return strips.decode(steady_probabilities(module, params, images, blank_logit))
 
 
 def string_accuracy(module: models.LeNet, params: Any, composed: strips.Strips,
@@ -292,7 +312,8 @@ class NumberReader:
         images = np.zeros((len(pictures), strips.HEIGHT, widest, 1), np.uint8)
         for row, picture in zip(images, pictures, strict=True):
             row[:, :picture.pixels.shape[1]] = picture.pixels
-        answers = probabilities(self.module, self.params, images, blank_logit(self.metadata))
+        answers = steady_probabilities(self.module, self.params, images,
+                                       blank_logit(self.metadata))
         swept = [answer[:(picture.pixels.shape[1] - strips.FIELD) // strips.STEP + 1]
                  for picture, answer in zip(pictures, answers, strict=True)]
         read = [strips.decode(own[None])[0] for own in swept]

@@ -16,7 +16,7 @@ import pytest
 from helpers import run_cli
 from PIL import Image
 
-from lenet_jax import checkpoint, config, evaluation, ink, reading, strips, zoo
+from lenet_jax import checkpoint, config, evaluation, ink, models, reading, strips, zoo
 from lenet_jax.config import ConfigError, recipe
 
 
@@ -334,6 +334,37 @@ def test_both_readings_agree_on_the_class_likeliest_together():
     np.testing.assert_allclose(both.confidence, p[8] / p.sum(), rtol=1e-6)
     # A single reading that agrees with the sweep keeps its class.
     assert reading._both(digit, swept, np.log(np.eye(10)[3] * 0.99 + 0.001)).digit == 3
+
+
+def test_the_reader_averages_three_looks_a_pixel_apart_and_reads_more(mnist_sample):
+    reader = reading.NumberReader.pretrained()
+    made = strips.compose(mnist_sample.test.images, mnist_sample.test.labels, 300, seed=37,
+                          lengths=(2, 6), gaps=(-4, 0))  # touching digits: most to gain
+    numbers = reader.read([ink.Strip(image, 0, 1.0) for image in made.images])
+    # The answers against the network swept by hand over each strip moved a pixel left,
+    # not moved, and moved a pixel right, the blank a constant logit after the ten digits.
+    images = made.images[:8]
+    left, right = np.zeros_like(images), np.zeros_like(images)
+    left[:, :, :-1], right[:, :, 1:] = images[:, :, 1:], images[:, :, :-1]
+    looks = []
+    for strip in (left, images, right):
+        logits = reader.module.apply({"params": reader.params},
+                                     models.preprocess(strip, reader.module.preset),
+                                     sweep=True)
+        blank = jnp.full(logits.shape[:-1] + (1,), reading.blank_logit(reader.metadata))
+        looks.append(np.asarray(jax.nn.softmax(jnp.concatenate([logits, blank], -1))))
+    expected = np.mean(looks, 0)
+    for n in range(8):
+        own = numbers[n].probabilities
+        np.testing.assert_allclose(own, expected[n, :len(own)], atol=1e-5)
+    # Averaged, the three looks read more of these numbers than one alone.
+    one = strips.decode_numbers(reading.probabilities(reader.module, reader.params,
+                                                      made.images, -6.0))
+    three = strips.decode_numbers(reading.steady_probabilities(reader.module, reader.params,
+                                                               made.images, -6.0))
+    one_right = sum(a == b for a, b in zip(one, made.numbers, strict=True))
+    three_right = sum(a == b for a, b in zip(three, made.numbers, strict=True))
+    assert three_right > one_right, (one_right, three_right)
 
 
 def test_reading_digits_that_stand_apart_twice_reads_more_numbers_than_the_sweep(
