@@ -393,7 +393,10 @@ def _gray_pixels(source: str | Path | bytes, path: str | Path) -> np.ndarray:
     """The picture's gray levels, upright as its EXIF says it is shown, as float32
     (H, W) in [0, 255]; ``ImageError`` if it cannot be read."""
     if not isinstance(source, bytes) and not os.path.isfile(source):
-        raise ImageError(f"{path}: no such file")
+        # a FIFO, a socket or a device exists but has no picture to read (a FIFO would
+        # block the reader until something writes to it)
+        raise ImageError(f"{path}: " + ("not a regular file" if os.path.exists(source)
+                                         else "no such file"))
     try:
         with warnings.catch_warnings(action="ignore"):  # Pillow's notes on damaged files
             return _decode(io.BytesIO(source) if isinstance(source, bytes) else source, path)

@@ -1,4 +1,5 @@
 import json
+import os
 import re
 
 import jax
@@ -115,6 +116,20 @@ def test_unreadable_image_is_a_clear_error(tmp_path):
     Image.new("L", (40, 40), 255).save(blank)
     with pytest.raises(evaluation.ImageError, match="blank"):
         evaluation.mnist_like(blank)
+
+
+def test_a_fifo_named_as_a_picture_is_refused_at_once_not_read(tmp_path):
+    """A FIFO exists but holds no picture: opening it would block until something writes;
+    it is refused by name, as a missing file is, for both readers."""
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    for read in (evaluation.mnist_like, evaluation.number_strip):
+        with pytest.raises(evaluation.ImageError) as refused:
+            read(fifo)
+        assert str(refused.value) == f"{fifo}: not a regular file"
+        with pytest.raises(evaluation.ImageError) as refused:
+            read(tmp_path / "gone.png")
+        assert str(refused.value) == f"{tmp_path / 'gone.png'}: no such file"
 
 
 def test_evaluation_reproduces_the_logged_accuracy(trained_original, mnist_sample):
