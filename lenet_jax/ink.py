@@ -147,12 +147,8 @@ def apart(strip: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
 def _ink(pixels: np.ndarray) -> tuple[np.ndarray, int, int] | None:
     """(the ink, white on black, cropped; its top row; its left column) of gray levels
     (H, W): a light background inverted, the background level taken off; None if no ink."""
-    pixels = np.asarray(pixels, np.float32)
-    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
-    if np.median(border) > 127:  # dark ink on a light background
-        pixels = 255.0 - pixels
-    pixels = np.clip(pixels - np.median(border if np.median(border) <= 127 else 255 - border),
-                     0, 255)
+    pixels = _dark_paper(pixels)
+    pixels = np.clip(pixels - np.median(_border(pixels)), 0, 255)
     ink = np.argwhere(pixels > 0.25 * pixels.max()) if pixels.max() > 0 else np.empty((0, 2))
     if len(ink) == 0:
         return None
@@ -160,6 +156,81 @@ def _ink(pixels: np.ndarray) -> tuple[np.ndarray, int, int] | None:
     return pixels[top:bottom, left:right], int(top), int(left)
 
 
+def _dark_paper(pixels: np.ndarray) -> np.ndarray:
+    """Gray levels as float32, inverted if the picture's border is mostly light."""
+    pixels = np.asarray(pixels, np.float32)
+    return 255.0 - pixels if np.median(_border(pixels)) > 127 else pixels
+
+
+def _border(pixels: np.ndarray) -> np.ndarray:
+    return np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+
+
+def _number_ink(pixels: np.ndarray) -> tuple[np.ndarray, int, int, float] | None:
+    """As ``_ink``, for a photo of a written number: (the ink, its top row, its left
+    column, a digit's height: the median height of its pieces); None if no ink.
+
+    Where the light falls unevenly the paper's level is taken off pixel by pixel (its
+    grey opening over two thirds of the height), and ink that is no digit is left out:
+    the paper's edge, the table beside it, a shadow or a line across the page (a piece
+    lying along a side, or filled from side to side, twice a digit's height long or
+    more), ruled lines and underlines (twice a digit's height wide, under a third of it
+    high), and dust (pieces under a tenth of the largest, more than half a digit's height
+    from the others). The single-digit reader keeps them: its "not a digit" rule counts
+    scattered ink, and there a filled shape is no paper."""
+    pixels = _dark_paper(pixels)
+    rows, cols = pixels.shape
+    if cols >= rows:  # paper round a row of digits (a digit cropped to its ink is taller)
+        paper = ndimage.grey_opening(pixels, size=(max(3, 2 * rows // 3),) * 2)
+        if np.subtract(*np.percentile(paper, [95, 5])) > UNEVEN_PAPER:
+            pixels = pixels - paper
+    pixels = np.clip(pixels - np.median(_border(pixels)), 0, 255)
+    if pixels.max() <= 0:
+        return None
+    pieces, count = ndimage.label(pixels > 0.25 * pixels.max(), np.ones((3, 3)))
+    boxes = ndimage.find_objects(pieces)
+    sizes = ndimage.sum_labels(np.ones_like(pieces), pieces, range(1, count + 1))
+    heights = np.array([box[0].stop - box[0].start for box in boxes])
+    widths = np.array([box[1].stop - box[1].start for box in boxes])
+    # The paper's edge, the table beside it, a shadow, a line across the page: a piece
+    # lying along a whole side of the picture, or filled and from one side to the other;
+    # twice a digit's height long or more (a number cropped to its ink has digits
+    # touching its sides, none that long).
+    sides = [pieces[0], pieces[-1], pieces[:, 0], pieces[:, -1]]
+    along = np.max([np.bincount(side, minlength=count + 1)[1:] / len(side) for side in sides],
+                   axis=0) >= 0.9
+    across = np.array([(box[0].start == 0 and box[0].stop == rows)
+                       or (box[1].start == 0 and box[1].stop == cols) for box in boxes])
+    edge = along | (across & (sizes >= 0.5 * heights * widths))
+    edge &= ~edge.all()  # nothing else: it is what was written
+    flat = widths >= 8 * heights  # a line, no digit: left out of a digit's height
+    while True:  # the digits' height without the edge, the edge by their height
+        big = ~edge & (sizes >= 0.1 * sizes[~edge].max())
+        height = float(np.median(heights[big & ~flat] if (big & ~flat).any() else heights[big]))
+        longer = edge & ((heights >= 2 * height) | (widths >= 3 * height))
+        if (longer == edge).all():
+            break
+        edge = longer
+    line = big & (widths >= 2 * height) & (heights <= height / 3)
+    digits = big & ~line if (big & ~line).any() else big
+    reach = max(2, round(height / 2))
+    near = ndimage.maximum_filter(np.isin(pieces, np.flatnonzero(digits) + 1), 2 * reach + 1)
+    small = ~edge & ~big
+    dust = small & ~np.isin(np.arange(1, count + 1), pieces[near & (pieces > 0)])
+    if (edge | line | dust).any():
+        dropped = np.isin(pieces, np.flatnonzero(edge | line | dust) + 1)
+        # faint pixels round the strokes kept (their soft edge), the dropped ink's not
+        kept = ndimage.maximum_filter(np.isin(pieces, np.flatnonzero(~(edge | line | dust)) + 1),
+                                      2 * max(2, round(height / 4)) + 1) & ~dropped
+        pixels = np.where(kept, pixels, 0)
+    ink = np.argwhere(pixels > 0.25 * pixels.max())
+    (top, left), (bottom, right) = ink.min(axis=0), ink.max(axis=0) + 1
+    return pixels[top:bottom, left:right], int(top), int(left), height
+
+
+# The paper's level varying by more than this (of 255) between its 5th and 95th
+# percentile is taken off pixel by pixel; evenly lit paper keeps its border's level.
+UNEVEN_PAPER = 32
 STRIP_HEIGHT = 32  # the paper's input height (strips.HEIGHT)
 STRIP_MARGIN = 16  # background each side of the ink: a field centred on the edge digits
 MOST_STRIP_DIGITS = 40  # a picture wider than about this many digits is no number
@@ -182,24 +253,19 @@ def mnist_strip(pixels: np.ndarray, step: int = 4) -> Strip | None:
     """Gray levels (H, W) in [0, 255] of a picture of a written number as a strip the
     swept network reads; None if the picture holds no ink.
 
-    As ``mnist_digit`` finds the ink; its contrast stretched, scaled so a digit's height
-    is MNIST's 20-pixel box (the median height of the ink's pieces), its centre of mass
+    Its ink as ``_number_ink`` finds it (the paper's edge, ruled lines and dust left
+    out); its contrast stretched, scaled so a digit's height is MNIST's 20-pixel box
+    (the median height of the ink's pieces), its centre of mass
     on the middle row, 16 pixels of background each side (half a field: an answer then
     looks straight at a digit at either end), and the width made 32 + ``step`` k. The
     pen is left as drawn: its measure is one digit's."""
-    found = _ink(pixels)
+    found = _number_ink(pixels)
     if found is None:
         return None
-    ink, _, left = found
-    # A digit's height sets the scale, not the number's: its ink's pieces' median height
-    # (a slanted or jittered row of digits is taller than any of them), capped so the
-    # whole row fits the strip.
-    pieces, _ = ndimage.label(ink > 0.25 * ink.max(), np.ones((3, 3)))
-    boxes = ndimage.find_objects(pieces)
-    sizes = ndimage.sum_labels(np.ones_like(pieces), pieces, range(1, len(boxes) + 1))
-    heights = [box[0].stop - box[0].start for box, size in zip(boxes, sizes, strict=True)
-               if size >= 0.1 * sizes.max()]
-    scale = min(MNIST_BOX / float(np.median(heights)), (STRIP_HEIGHT - 2) / ink.shape[0])
+    ink, _, left, height = found
+    # A digit's height sets the scale, not the number's (a slanted or jittered row of
+    # digits is taller than any of them), capped so the whole row fits the strip.
+    scale = min(MNIST_BOX / height, (STRIP_HEIGHT - 2) / ink.shape[0])
     digits = np.clip(_scaled(ink * (255 / max(float(ink.max()), 1e-6)), scale,
                              Image.Resampling.LANCZOS), 0, 255)
     if digits.shape[1] > MOST_STRIP_DIGITS * MNIST_BOX:
