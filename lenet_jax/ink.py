@@ -148,7 +148,12 @@ def _ink(pixels: np.ndarray) -> tuple[np.ndarray, int, int] | None:
     """(the ink, white on black, cropped; its top row; its left column) of gray levels
     (H, W): a light background inverted, the background level taken off; None if no ink."""
     pixels = _dark_paper(pixels)
-    pixels = np.clip(pixels - np.median(_border(pixels)), 0, 255)
+    return _cropped(np.clip(pixels - np.median(_border(pixels)), 0, 255))
+
+
+def _cropped(pixels: np.ndarray) -> tuple[np.ndarray, int, int] | None:
+    """(the ink cropped to what is over a quarter of its brightest; its top row; its
+    left column); None if no ink."""
     ink = np.argwhere(pixels > 0.25 * pixels.max()) if pixels.max() > 0 else np.empty((0, 2))
     if len(ink) == 0:
         return None
@@ -212,20 +217,19 @@ def _number_ink(pixels: np.ndarray) -> tuple[np.ndarray, int, int, float] | None
             break
         edge = longer
     line = big & (widths >= 2 * height) & (heights <= height / 3)
-    digits = big & ~line if (big & ~line).any() else big
-    reach = max(2, round(height / 2))
-    near = ndimage.maximum_filter(np.isin(pieces, np.flatnonzero(digits) + 1), 2 * reach + 1)
+    reach = max(2, round(height / 2))  # a line is under a third of the median: not all are
+    near = ndimage.maximum_filter(np.isin(pieces, np.flatnonzero(big & ~line) + 1),
+                                  2 * reach + 1)
     small = ~edge & ~big
     dust = small & ~np.isin(np.arange(1, count + 1), pieces[near & (pieces > 0)])
     if (edge | line | dust).any():
         dropped = np.isin(pieces, np.flatnonzero(edge | line | dust) + 1)
         # faint pixels round the strokes kept (their soft edge), the dropped ink's not
-        kept = ndimage.maximum_filter(np.isin(pieces, np.flatnonzero(~(edge | line | dust)) + 1),
+        kept = ndimage.maximum_filter((pieces > 0) & ~dropped,
                                       2 * max(2, round(height / 4)) + 1) & ~dropped
         pixels = np.where(kept, pixels, 0)
-    ink = np.argwhere(pixels > 0.25 * pixels.max())
-    (top, left), (bottom, right) = ink.min(axis=0), ink.max(axis=0) + 1
-    return pixels[top:bottom, left:right], int(top), int(left), height
+    ink, top, left = _cropped(pixels)
+    return ink, top, left, height
 
 
 # The paper's level varying by more than this (of 255) between its 5th and 95th
@@ -255,10 +259,10 @@ def mnist_strip(pixels: np.ndarray, step: int = 4) -> Strip | None:
 
     Its ink as ``_number_ink`` finds it (the paper's edge, ruled lines and dust left
     out); its contrast stretched, scaled so a digit's height is MNIST's 20-pixel box
-    (the median height of the ink's pieces), its centre of mass
-    on the middle row, 16 pixels of background each side (half a field: an answer then
-    looks straight at a digit at either end), and the width made 32 + ``step`` k. The
-    pen is left as drawn: its measure is one digit's."""
+    (the median height of the ink's pieces), its centre of mass on the middle row, 16
+    pixels of background each side (half a field: an answer then looks straight at a
+    digit at either end), and the width made 32 + ``step`` k. The pen is left as drawn:
+    its measure is one digit's."""
     found = _number_ink(pixels)
     if found is None:
         return None

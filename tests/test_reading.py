@@ -115,8 +115,6 @@ def test_a_single_digit_checkpoint_is_refused_as_a_reader(trained_original, tmp_
     assert result.stderr.count("\n") == 1 and "not numbers" in result.stderr
 
 
-# The shipped reader on 300 strips of the tests' real test digits (not digits it trained
-# on), printed as dark ink on white paper at 2-3x, read through the command line.
 def _photographed(paper: np.ndarray, how: str) -> np.ndarray:
     """A picture of a number (dark ink on white, float) as a phone may take it."""
     paper = paper.copy()
@@ -187,6 +185,8 @@ def test_a_numbers_cut_keeps_digits_that_touch_its_sides_or_a_ruled_line(mnist_s
     assert found[:, 2 * tall - left:2 * tall - left + 3].min() == 255
 
 
+# The shipped reader on 300 strips of the tests' real test digits (not digits it trained
+# on), printed as dark ink on white paper at 2-3x, read through the command line.
 # The reader reads 89-99% of such strips by length (benchmarks/RESULTS.md, "Numbers read
 # by the shipped reader"); 85% leaves room for 300 strips' sampling.
 SHIPPED_READS_AT_LEAST = 0.85
