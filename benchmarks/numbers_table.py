@@ -1,5 +1,6 @@
 """How well a number reader reads (#29): string accuracy on 1,000 test strips per length
-1-6 and 1,000 of touching digits (``strips.compose`` on MNIST's test split), the single
+1-6 and 1,000 of touching digits (``strips.compose`` on MNIST's test split; a number
+said to be "not a number" is not read), the share said "not a number", the single
 digits of the test split, and numbers printed by a second generator that the package
 does not contain, read from PNG files through ``lenet-jax read --json``, as a user's
 pictures are. Writes a table (markdown) and, with ``--figure``, the paper-style figure
@@ -61,12 +62,14 @@ def printed(images: np.ndarray, labels: np.ndarray, length: int,
     return Image.fromarray(np.clip(picture, 0, 255).astype(np.uint8)), digits
 
 
-def read_files(paths: list[Path], flags: list[str]) -> list[str]:
+def read_files(paths: list[Path], flags: list[str]) -> list[str | None]:
+    """Each picture's number as ``lenet-jax read --json`` gives it; None: "not a number"."""
     result = subprocess.run([sys.executable, "-m", "lenet_jax", "read", "--json", *flags,
                              *map(str, paths)], capture_output=True, text=True, check=False)
     if result.returncode:
         raise SystemExit(f"lenet-jax read failed: {result.stderr.strip()}")
-    return [json.loads(line)["number"] for line in result.stdout.splitlines()]
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    return [None if record["rejected"] else record["number"] for record in records]
 
 
 def main() -> None:
@@ -89,9 +92,11 @@ def main() -> None:
         numbers = reader.read([reading.ink.Strip(image, 0, 1.0) for image in made.images])
         swept = [reading.number_of(strips.decode(number.probabilities[None])[0])
                  for number in numbers]  # the same answers, before the second reading
+        kept = [None if number.rejected else number.number for number in numbers]
         rows.append((name, *(float(np.mean([got == truth for got, truth
                                             in zip(read, made.numbers, strict=True)]))
-                             for read in (swept, [number.number for number in numbers]))))
+                             for read in (swept, kept)),
+                     float(np.mean([number.rejected for number in numbers]))))
     seconds = time.perf_counter() - start
     single = inference.evaluate(reader.module, reader.params, test.images,
                                 test.labels)["accuracy"]
@@ -108,17 +113,19 @@ def main() -> None:
                 truth.append(digits)
             got = read_files(paths, flags)
             printed_rows.append((length, float(np.mean([g == t for g, t in
-                                                        zip(got, truth, strict=True)]))))
+                                                        zip(got, truth, strict=True)])),
+                                 float(np.mean([g is None for g in got]))))
     print(f"reader: {reader.source}; {args.count} strips per row; read in {seconds:.1f}s\n")
-    print("| test strips (MNIST test split) | read exactly: the sweep alone | the reader |\n"
-          "|---|---|---|")
-    for name, swept, read in rows:
-        print(f"| {name} | {100 * swept:.1f}% | {100 * read:.1f}% |")
-    print(f"| single digits (MNIST test, 10,000) | {100 * single:.2f}% | |")
+    print("| test strips (MNIST test split) | read exactly: the sweep alone | the reader | "
+          "said \"not a number\" |\n|---|---|---|---|")
+    for name, swept, read, refused in rows:
+        print(f"| {name} | {100 * swept:.1f}% | {100 * read:.1f}% | {100 * refused:.1f}% |")
+    print(f"| single digits (MNIST test, 10,000) | {100 * single:.2f}% | | |")
     print(f"\n| printed numbers, through `lenet-jax read` ({args.count // 5} per row) | "
-          "read exactly |\n|---|---|")
-    for length, accuracy in printed_rows:
-        print(f"| {length} digit{'s' * (length > 1)} | {100 * accuracy:.1f}% |")
+          "read exactly | said \"not a number\" |\n|---|---|---|")
+    for length, accuracy, refused in printed_rows:
+        print(f"| {length} digit{'s' * (length > 1)} | {100 * accuracy:.1f}% | "
+              f"{100 * refused:.1f}% |")
     if args.figure:
         made = strips.compose(test.images, test.labels, 1, 2026, (6, 6))
         number = reader.read([reading.ink.Strip(made.images[0], 0, 1.0)])[0]

@@ -106,6 +106,18 @@ def centred(digit: np.ndarray) -> np.ndarray:
     return np.clip(field, 0, 255).astype(np.uint8)[..., None]
 
 
+def coverage(strip: np.ndarray) -> float:
+    """The share of a strip's pixels (H, W), white on black, that are ink (over a quarter
+    of the brightest, as ``apart`` counts it), between its first and last inked column
+    and over at least a digit's height (``MNIST_BOX``) of columns: a 1 alone is a bar."""
+    strip = np.asarray(strip, np.float32)
+    inked = strip > 0.25 * strip.max() if strip.max() > 0 else np.zeros(strip.shape, bool)
+    columns = np.flatnonzero(inked.any(0))
+    if not len(columns):
+        return 0.0
+    return float(inked.sum() / (strip.shape[0] * max(columns[-1] - columns[0] + 1, MNIST_BOX)))
+
+
 def apart(strip: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
     """The pieces of a strip's ink (H, W), white on black, that stand apart, left to
     right: each as its first and last-but-one column and as MNIST would have it alone

@@ -208,8 +208,10 @@ def test_the_shipped_reader_reads_real_test_numbers_from_pictures(mnist_sample, 
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["file"] for r in records] == [str(tmp_path / f"{n:03d}.png")
                                             for n in range(len(made))]
-    right = [r["number"] == number for r, number in zip(records, made.numbers, strict=True)]
+    right = [r["number"] == number and not r["rejected"]  # "not a number" is not read
+             for r, number in zip(records, made.numbers, strict=True)]
     assert np.mean(right) >= SHIPPED_READS_AT_LEAST, np.mean(right)
+    assert np.mean([r["rejected"] for r in records]) <= 0.02  # measured: 0.5%
     for record in records:
         assert [d["digit"] for d in record["digits"]] == [int(c) for c in record["number"]]
         xs = [d["x"] for d in record["digits"]]
@@ -366,6 +368,11 @@ def test_the_page_reads_numbers_written_with_the_mouse_and_marks_each_digit(tmp_
         browser.save_screenshot(str(tmp_path / "numbers.png"))
         right = sum(a == n for a, (n, *_) in zip(read, WRITTEN, strict=True))
         assert right >= len(WRITTEN) - 1, read
+        # A scribble over the pad, back and forth: the page says it is not a number.
+        browser.find_element(By.ID, "clear").click()
+        _draw_on_wide_pad(browser, [(200 + 300 * (k % 2), 60 + 8 * k) for k in range(20)])
+        answer, _, _ = shown_answer(browser, len(WRITTEN))
+        assert answer.startswith("not a number (read as "), answer
     finally:
         browser.quit()
         server.send_signal(signal.SIGINT)
@@ -445,3 +452,72 @@ def test_reading_digits_that_stand_apart_twice_reads_more_numbers_than_the_sweep
     # Where the two agree on the digits, positions stay the sweep's.
     for s, b in zip(swept, both, strict=True):
         assert [d.column for d in s] == [d.column for d in b.digits]
+
+
+def test_not_a_number_is_most_digits_apart_not_digits_or_a_low_mean_confidence():
+    def digits(*confidences):
+        return [strips.Read(digit=1, column=k, centre=16 + 4 * k, confidence=c)
+                for k, c in enumerate(confidences)]
+    sure = digits(0.99, 0.99, 0.99)
+    assert not reading._not_a_number(sure, [], 0.2)  # all touching: nothing judged alone
+    assert not reading._not_a_number(sure, [True, False], 0.2)  # half is not more than half
+    assert reading._not_a_number(sure, [True, True, False], 0.2)
+    assert reading._not_a_number(digits(0.99, 0.3), [False, False], 0.2)  # mean 0.645
+    assert not reading._not_a_number(digits(0.99, 0.32), [False, False], 0.2)  # mean 0.655
+    assert reading._not_a_number(sure, [False], 0.56)  # ink over most of the strip
+    assert not reading._not_a_number(sure, [False], 0.54)
+    assert reading._not_a_number([], [], 0.2)  # ink, but no digit read
+
+
+def test_coverage_is_the_inks_share_between_its_first_and_last_column():
+    strip = np.zeros((32, 100), np.uint8)
+    strip[:16, 20:30] = 200  # 160 pixels of ink
+    strip[:, 59] = 40  # a faint column: under a quarter of the brightest, no ink
+    strip[31, 69] = 100  # the last inked column
+    assert ink.coverage(strip) == pytest.approx(161 / (32 * 50))
+    bar = np.zeros((32, 60), np.uint8)
+    bar[6:26, 30:33] = 255  # a 1: counted over a digit's height of columns, not its own 3
+    assert ink.coverage(bar) == pytest.approx(60 / (32 * 20))
+    assert ink.coverage(np.zeros((32, 40))) == 0.0
+
+
+def _words_shapes_and_noise(rng: np.random.Generator) -> dict[str, list[np.ndarray]]:
+    """Pictures of no number: words of letters that are no digit, in matplotlib's own
+    font; rows of filled shapes; noise."""
+    from matplotlib import font_manager
+    from PIL import ImageDraw, ImageFont
+
+    font = ImageFont.truetype(font_manager.findfont("DejaVu Sans"), 48)
+    pictures: dict[str, list[np.ndarray]] = {"words": [], "shapes": [], "noise": []}
+    for _ in range(20):
+        page = Image.new("L", (360, 120), 255)
+        word = "".join(rng.choice(list("AEFHKMNPRTWXYaehkmnrwxy"), int(rng.integers(2, 6))))
+        ImageDraw.Draw(page).text((30, 30), word, fill=0, font=font)
+        pictures["words"].append(np.asarray(page, np.float32))
+        page = Image.new("L", (360, 120), 255)
+        draw = ImageDraw.Draw(page)
+        for k in range(int(rng.integers(1, 4))):
+            box = (30 + 100 * k, 30, 30 + 100 * k + int(rng.integers(30, 80)), 90)
+            (draw.ellipse if rng.integers(2) else draw.rectangle)(box, fill=0)
+        pictures["shapes"].append(np.asarray(page, np.float32))
+        pictures["noise"].append(rng.uniform(0, 255, (64, int(rng.integers(64, 200))))
+                                 .astype(np.float32))
+    return pictures
+
+
+# Shares said "not a number" at least (measured: 95%, 85%, 100% of these 20 each; other
+# generators' in benchmarks/RESULTS.md, "Not a number"). Real numbers are read, not
+# refused: test_the_shipped_reader_reads_real_test_numbers_from_pictures.
+NOT_NUMBERS_REFUSED = {"words": 0.8, "shapes": 0.75, "noise": 0.9}
+
+
+def test_words_shapes_and_noise_are_not_numbers():
+    reader = reading.NumberReader.pretrained()
+    for kind, pictures in _words_shapes_and_noise(np.random.default_rng(5)).items():
+        said = [n.rejected for n in reader.read([ink.mnist_strip(p) for p in pictures])]
+        assert np.mean(said) >= NOT_NUMBERS_REFUSED[kind], (kind, np.mean(said))
+    # What the reader says of one: the digits it read, but not as a number.
+    number = reader.read([ink.mnist_strip(pictures[0])])[0]
+    assert number.to_json()["rejected"] is number.rejected
+    assert str(number).startswith("not a number (read as " if number.rejected
+                                  else number.number)
