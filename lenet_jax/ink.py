@@ -265,6 +265,30 @@ class Strip:
         return self.left + (strip_x - STRIP_MARGIN) / self.scale
 
 
+# MNIST's strokes, a digit scaled to WORK_BOX rows: the 2nd percentile, over 2,000
+# training digits, of the 90th percentile of widths along a digit's skeleton (twice the
+# distance to the background; benchmarks/RESULTS.md, "Numbers written with a fine pen").
+NUMBER_PEN = 8.2
+
+
+def _number_pen(ink: np.ndarray, scale: float) -> np.ndarray:
+    """A number's ink (H, W) with MNIST's pen where its strokes are thinner than MNIST's
+    (even the widest tenth along the skeleton under ``NUMBER_PEN``, scaled by ``scale``
+    so that a digit is ``WORK_BOX`` tall, or less where the row must shrink to fit):
+    the skeleton drawn again with ``PEN`` there, brought back to the ink's own size. A
+    hairline shrunk to a strip's 20 pixels fades to nothing. The widest tenth: a ruled
+    line through the digits is thin and may be longer than their strokes."""
+    big = _scaled(ink * (255 / max(float(ink.max()), 1e-6)), scale, Image.Resampling.BOX)
+    mask = big > 0.25 * 255  # a hairline shrunk fades: all its ink counts
+    skeleton = skeletonize(mask)
+    widths = 2 * ndimage.distance_transform_edt(mask)[skeleton]
+    if not skeleton.any() or np.percentile(widths, 90) >= NUMBER_PEN:
+        return ink
+    pen = np.clip(PEN / 2 + 0.5 - ndimage.distance_transform_edt(~skeleton), 0, 1) * 255
+    return np.asarray(Image.fromarray(pen.astype(np.float32), "F")
+                      .resize((ink.shape[1], ink.shape[0]), Image.Resampling.BILINEAR))
+
+
 def mnist_strip(pixels: np.ndarray, step: int = 4) -> Strip | None:
     """Gray levels (H, W) in [0, 255] of a picture of a written number as a strip the
     swept network reads; None if the picture holds no ink.
@@ -273,8 +297,8 @@ def mnist_strip(pixels: np.ndarray, step: int = 4) -> Strip | None:
     out); its contrast stretched, scaled so a digit's height is MNIST's 20-pixel box
     (the median height of the ink's pieces), its centre of mass on the middle row, 16
     pixels of background each side (half a field: an answer then looks straight at a
-    digit at either end), and the width made 32 + ``step`` k. The pen is left as drawn:
-    its measure is one digit's."""
+    digit at either end), and the width made 32 + ``step`` k. Strokes thinner than
+    MNIST's are drawn again with its pen (``_number_pen``); others are left as drawn."""
     found = _number_ink(pixels)
     if found is None:
         return None
@@ -282,10 +306,11 @@ def mnist_strip(pixels: np.ndarray, step: int = 4) -> Strip | None:
     # A digit's height sets the scale, not the number's (a slanted or jittered row of
     # digits is taller than any of them), capped so the whole row fits the strip.
     scale = min(MNIST_BOX / height, (STRIP_HEIGHT - 2) / ink.shape[0])
+    if round(ink.shape[1] * scale) > MOST_STRIP_DIGITS * MNIST_BOX:
+        return None
+    ink = _number_pen(ink, scale * WORK_BOX / MNIST_BOX)
     digits = np.clip(_scaled(ink * (255 / max(float(ink.max()), 1e-6)), scale,
                              Image.Resampling.LANCZOS), 0, 255)
-    if digits.shape[1] > MOST_STRIP_DIGITS * MNIST_BOX:
-        return None
     width = max(STRIP_HEIGHT, digits.shape[1] + 2 * STRIP_MARGIN)
     width = STRIP_HEIGHT + -(-(width - STRIP_HEIGHT) // step) * step
     rows = np.arange(digits.shape[0])[:, None]
