@@ -59,13 +59,18 @@ def mnist_pen(ink: np.ndarray, box: int) -> np.ndarray:
         inside = ndimage.distance_transform_edt(mask) - 0.5
         pen = np.clip(inside - (width - PEN) / 2 + 0.5, 0, 1) * 255
     else:  # too thin, or soft (a blur's ink is a blob): the skeleton drawn with MNIST's pen
-        pen = np.clip(PEN / 2 + 0.5 - ndimage.distance_transform_edt(~skeletonize(mask)),
-                      0, 1) * 255
+        pen = stroked(skeletonize(mask), PEN / 2)
     if not pen.any():  # thinned away (uneven ink): keep it as it was
         pen = mask * 255.0
     rows, cols = np.nonzero(pen)
     pen = pen[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
     return _fitted(pen, box)
+
+
+def stroked(skeleton: np.ndarray, radius: float) -> np.ndarray:
+    """A skeleton (bool (H, W)) drawn with a round pen of ``radius`` pixels, its edge one
+    pixel of antialiasing: float in [0, 255]."""
+    return np.clip(radius + 0.5 - ndimage.distance_transform_edt(~skeleton), 0, 1) * 255
 
 
 def _fitted(ink: np.ndarray, box: int) -> np.ndarray:
@@ -284,7 +289,7 @@ def _number_pen(ink: np.ndarray, scale: float) -> np.ndarray:
     widths = 2 * ndimage.distance_transform_edt(mask)[skeleton]
     if not skeleton.any() or np.percentile(widths, 90) >= NUMBER_PEN:
         return ink
-    pen = np.clip(PEN / 2 + 0.5 - ndimage.distance_transform_edt(~skeleton), 0, 1) * 255
+    pen = stroked(skeleton, PEN / 2)
     return np.asarray(Image.fromarray(pen.astype(np.float32), "F")
                       .resize((ink.shape[1], ink.shape[0]), Image.Resampling.BILINEAR))
 

@@ -176,7 +176,7 @@ def _written(font: Path, character: str, rng: np.random.Generator) -> Image.Imag
         return page
     skeleton = skeletonize(bent)
     radius = size * rng.uniform(0.02, 0.09)
-    pen = np.clip(radius + 0.5 - ndimage.distance_transform_edt(~skeleton), 0, 1) * 255
+    pen = ink.stroked(skeleton, radius)
     return Image.fromarray(pen.astype(np.uint8)).rotate(
         float(rng.uniform(-15, 15)), resample=Image.Resampling.BILINEAR)
 
