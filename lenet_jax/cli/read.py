@@ -31,9 +31,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("pictures", nargs="+", metavar="PICTURE",
                         help="PNG or JPEG files, or directories of them")
     parser.add_argument("--json", action="store_true",
-                        help="one JSON record per picture: file, number, and each digit's "
-                             "x (the picture's column), column (the sweep's answer) and "
-                             "confidence")
+                        help="one JSON record per picture: file, number, rejected (true: "
+                             "'not a number'), and each digit's x (the picture's column), "
+                             "column (the sweep's answer) and confidence")
     parser.add_argument("--figure", default=None, metavar="DIR",
                         help="also draw, for each picture, its strip, the sweep's answers "
                              "and the digits read (as the paper's Fig. 22-24) into DIR")
