@@ -35,13 +35,16 @@ PEN = 10.9
 WIDTHS = (6.4, 19.0)
 SOFTNESS = 0.93
 INK = 0.5  # of the brightest level: what counts as ink when it is measured
+# Of the brightest level: what counts as ink where it is cropped or cut into pieces (a
+# faint edge or a smudge of paper does not stretch a crop nor join two digits).
+PIECE = 0.25
 
 
 def mnist_pen(ink: np.ndarray, box: int) -> np.ndarray:
     """``ink`` (H, W), white on black, cropped to the ink: its brightest level made white,
     with MNIST's pen if its strokes are unlike MNIST's, and scaled so its
     longer side is ``box``. Float32 in [0, 255]."""
-    ink = np.asarray(ink, np.float32) * (255 / max(float(np.max(ink)), 1e-6))
+    ink = _whitened(ink)
     big = _scaled(ink, WORK_BOX / max(ink.shape), Image.Resampling.BILINEAR)
     mask = big > INK * 255
     width = mask.sum() / max(skeletonize(mask).sum(), 1)
@@ -71,6 +74,18 @@ def stroked(skeleton: np.ndarray, radius: float) -> np.ndarray:
     """A skeleton (bool (H, W)) drawn with a round pen of ``radius`` pixels, its edge one
     pixel of antialiasing: float in [0, 255]."""
     return np.clip(radius + 0.5 - ndimage.distance_transform_edt(~skeleton), 0, 1) * 255
+
+
+def _whitened(ink: np.ndarray) -> np.ndarray:
+    """Ink (H, W) as float32, its brightest level made white (255)."""
+    return np.asarray(ink, np.float32) * (255 / max(float(np.max(ink)), 1e-6))
+
+
+def _inked(pixels: np.ndarray) -> np.ndarray:
+    """Where gray levels (H, W), white on black, are over ``PIECE`` of the brightest:
+    bool (H, W), none where the picture is black."""
+    brightest = float(np.max(pixels))
+    return pixels > PIECE * brightest if brightest > 0 else np.zeros(np.shape(pixels), bool)
 
 
 def _fitted(ink: np.ndarray, box: int) -> np.ndarray:
@@ -112,11 +127,10 @@ def centred(digit: np.ndarray) -> np.ndarray:
 
 
 def coverage(strip: np.ndarray) -> float:
-    """The share of a strip's pixels (H, W), white on black, that are ink (over a quarter
+    """The share of a strip's pixels (H, W), white on black, that are ink (over ``PIECE``
     of the brightest, as ``apart`` counts it), between its first and last inked column
     and over at least a digit's height (``MNIST_BOX``) of columns: a 1 alone is a bar."""
-    strip = np.asarray(strip, np.float32)
-    inked = strip > 0.25 * strip.max() if strip.max() > 0 else np.zeros(strip.shape, bool)
+    inked = _inked(np.asarray(strip, np.float32))
     columns = np.flatnonzero(inked.any(0))
     if not len(columns):
         return 0.0
@@ -128,12 +142,12 @@ def apart(strip: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
     right: each as its first and last-but-one column and as MNIST would have it alone
     (uint8 (28, 28, 1); the pen left as drawn, a strip's is already one digit's).
 
-    Ink over a quarter of the brightest, joined at edges or corners, is a piece; specks
+    Ink over ``PIECE`` of the brightest, joined at edges or corners, is a piece; specks
     (under 5% of the largest piece) are left out, and pieces sharing half the narrower's
     columns are one (a 5's detached bar, a broken 4). A piece takes in one pixel round
     its ink: the faint edge of the strokes."""
     strip = np.asarray(strip, np.float32)
-    pieces, count = ndimage.label(strip > 0.25 * strip.max(), np.ones((3, 3)))
+    pieces, count = ndimage.label(_inked(strip), np.ones((3, 3)))
     if count == 0:
         return []
     sizes = ndimage.sum_labels(np.ones_like(pieces), pieces, range(1, count + 1))
@@ -155,8 +169,7 @@ def apart(strip: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
     for (start, stop, _), mask in zip(merged, edged, strict=True):
         piece = np.where(mask, strip, 0.0)
         rows, cols = np.nonzero(piece)
-        piece = piece[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
-        piece *= 255 / max(float(piece.max()), 1e-6)
+        piece = _whitened(piece[rows.min():rows.max() + 1, cols.min():cols.max() + 1])
         out.append((start, stop, centred(_fitted(piece, MNIST_BOX))))
     return out
 
@@ -169,9 +182,9 @@ def _ink(pixels: np.ndarray) -> tuple[np.ndarray, int, int] | None:
 
 
 def _cropped(pixels: np.ndarray) -> tuple[np.ndarray, int, int] | None:
-    """(the ink cropped to what is over a quarter of its brightest; its top row; its
+    """(the ink cropped to what is over ``PIECE`` of its brightest; its top row; its
     left column); None if no ink."""
-    ink = np.argwhere(pixels > 0.25 * pixels.max()) if pixels.max() > 0 else np.empty((0, 2))
+    ink = np.argwhere(_inked(pixels))
     if len(ink) == 0:
         return None
     (top, left), (bottom, right) = ink.min(axis=0), ink.max(axis=0) + 1
@@ -209,7 +222,7 @@ def _number_ink(pixels: np.ndarray) -> tuple[np.ndarray, int, int, float] | None
     pixels = np.clip(pixels - np.median(_border(pixels)), 0, 255)
     if pixels.max() <= 0:
         return None
-    pieces, count = ndimage.label(pixels > 0.25 * pixels.max(), np.ones((3, 3)))
+    pieces, count = ndimage.label(_inked(pixels), np.ones((3, 3)))
     boxes = ndimage.find_objects(pieces)
     sizes = ndimage.sum_labels(np.ones_like(pieces), pieces, range(1, count + 1))
     heights = np.array([box[0].stop - box[0].start for box in boxes])
@@ -283,8 +296,8 @@ def _number_pen(ink: np.ndarray, scale: float) -> np.ndarray:
     the skeleton drawn again with ``PEN`` there, brought back to the ink's own size. A
     hairline shrunk to a strip's 20 pixels fades to nothing. The widest tenth: a ruled
     line through the digits is thin and may be longer than their strokes."""
-    big = _scaled(ink * (255 / max(float(ink.max()), 1e-6)), scale, Image.Resampling.BOX)
-    mask = big > 0.25 * 255  # a hairline shrunk fades: all its ink counts
+    big = _scaled(_whitened(ink), scale, Image.Resampling.BOX)
+    mask = big > PIECE * 255  # a hairline shrunk fades: all its ink counts, not the brightest's
     skeleton = skeletonize(mask)
     widths = 2 * ndimage.distance_transform_edt(mask)[skeleton]
     if not skeleton.any() or np.percentile(widths, 90) >= NUMBER_PEN:
@@ -314,8 +327,7 @@ def mnist_strip(pixels: np.ndarray, step: int = 4) -> Strip | None:
     if round(ink.shape[1] * scale) > MOST_STRIP_DIGITS * MNIST_BOX:
         return None
     ink = _number_pen(ink, scale * WORK_BOX / MNIST_BOX)
-    digits = np.clip(_scaled(ink * (255 / max(float(ink.max()), 1e-6)), scale,
-                             Image.Resampling.LANCZOS), 0, 255)
+    digits = np.clip(_scaled(_whitened(ink), scale, Image.Resampling.LANCZOS), 0, 255)
     width = max(STRIP_HEIGHT, digits.shape[1] + 2 * STRIP_MARGIN)
     width = STRIP_HEIGHT + -(-(width - STRIP_HEIGHT) // step) * step
     rows = np.arange(digits.shape[0])[:, None]

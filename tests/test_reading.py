@@ -475,7 +475,7 @@ def test_reading_digits_that_stand_apart_twice_reads_more_numbers_than_the_sweep
         assert [d.column for d in s] == [d.column for d in b.digits]
 
 
-def test_not_a_number_is_most_digits_apart_not_digits_or_a_low_mean_confidence():
+def test_not_a_number_is_no_digit_most_apart_not_digits_low_confidence_or_ink_over_most():
     def digits(*confidences):
         return [strips.Read(digit=1, column=k, centre=16 + 4 * k, confidence=c)
                 for k, c in enumerate(confidences)]
