@@ -132,6 +132,9 @@ def _photographed(paper: np.ndarray, how: str) -> np.ndarray:
     elif how == "ruled paper":  # lines across the page, through the digits too
         ruled = (np.arange(rows) % 60) < 2
         paper[ruled] = np.minimum(paper[ruled], 120)
+    elif how == "squared paper":  # a pale grid, through the digits too
+        grid = ((np.arange(rows)[:, None] + 17) % 36 < 2) | ((np.arange(cols) + 11) % 36 < 2)
+        paper = np.where(grid, np.minimum(paper, 170), paper)
     elif how == "cropped to its ink":  # a digit then spans it, as the paper's edge would
         paper = paper[top:bottom + 1, left:right + 1]
     elif how == "dust":
@@ -142,15 +145,16 @@ def _photographed(paper: np.ndarray, how: str) -> np.ndarray:
 
 
 def test_a_photo_of_a_number_is_cut_without_its_shadows_edges_lines_and_dust(mnist_sample):
-    """The cut to a strip takes the paper's level off pixel by pixel and leaves out the
-    paper's edge, ruled lines and dust: numbers photographed so are read about as often
-    as on clean paper (the cut before read 0-66% of them: benchmarks/RESULTS.md)."""
+    """The cut to a strip takes the paper's level off pixel by pixel, squared paper's
+    grid off, and leaves out the paper's edge, ruled lines and dust: numbers
+    photographed so are read about as often as on clean paper (the cut before read 0-66%
+    of them: benchmarks/RESULTS.md)."""
     made = strips.compose(mnist_sample.test.images, mnist_sample.test.labels, 20, seed=26,
                           lengths=(3, 4), gaps=(0, 8))
     clean = [np.asarray(_paper(made, n, 3), np.float32) for n in range(len(made))]
     hows = ("a shadow over the top", "the table at the left edge",
-            "light falling off to the right", "underlined", "ruled paper", "dust",
-            "cropped to its ink")
+            "light falling off to the right", "underlined", "ruled paper", "squared paper",
+            "dust", "cropped to its ink")
     pictures = clean + [_photographed(p, how) for how in hows for p in clean]
     numbers = reading.NumberReader.pretrained().read([ink.mnist_strip(p) for p in pictures])
     right = np.reshape([n.number for n in numbers], (1 + len(hows), len(made))) == made.numbers
@@ -179,6 +183,38 @@ def test_a_number_written_with_a_hairline_is_read_with_mnists_pen(mnist_sample):
     assert right >= 0.8, right
     thick = made.images[0, ..., 0].astype(np.float32)
     assert ink._number_pen(thick, ink.WORK_BOX / 20) is thick
+
+
+def test_only_a_pale_grid_of_lines_both_ways_is_taken_off_a_number(mnist_sample):
+    """Squared paper's lines (three or more each way, evenly spaced, fainter than the
+    digits) are taken off by their own level, a digit's stroke that crosses one keeping
+    the rest of its ink; strokes as bright as the digits that look like a grid, ruled
+    lines alone, and numbers cropped to their ink are left as they are."""
+    from scipy import ndimage
+
+    page = np.zeros((200, 300), np.float32)
+    page[60:144, 100:184] = np.asarray(Image.fromarray(mnist_sample.test.images[0, ..., 0])
+                                       .resize((84, 84), Image.Resampling.BICUBIC))
+    rows, cols = np.indices(page.shape)
+    across, down = (rows + 7) % 30 < 2, (cols + 5) % 30 < 2
+    squared = np.maximum(page, np.where(across | down, 80.0, 0.0))
+    cleaned = ink._without_grid(squared)
+    assert cleaned[(across | down) & (page == 0)].max() == 0  # the lines: gone
+    assert (cleaned >= page - 80).all()  # a stroke across a line keeps what is over it
+    near = ndimage.binary_dilation(across | down, np.ones((5, 5)))
+    assert np.array_equal(cleaned[~near], squared[~near])
+    bright = np.maximum(page, np.where(across | down, 255.0, 0.0))
+    assert ink._without_grid(bright) is bright
+    ruled = np.maximum(page, np.where(across, 80.0, 0.0))
+    assert ink._without_grid(ruled) is ruled
+    made = strips.compose(mnist_sample.test.images, mnist_sample.test.labels, 40, seed=7,
+                          lengths=(1, 4))
+    for image in made.images[..., 0]:
+        ys, xs = np.nonzero(image)
+        cropped = Image.fromarray(image[ys.min():ys.max() + 1, xs.min():xs.max() + 1])
+        cropped = np.asarray(cropped.resize((cropped.width * 3, cropped.height * 3),
+                                            Image.Resampling.BICUBIC), np.float32)
+        assert ink._without_grid(cropped) is cropped
 
 
 def test_a_numbers_cut_keeps_digits_that_touch_its_sides_or_a_ruled_line(mnist_sample):
