@@ -6,6 +6,7 @@ import dataclasses
 import json
 import re
 
+import jax
 import numpy as np
 import pytest
 from helpers import run_main
@@ -66,7 +67,8 @@ def test_map_statistics_are_each_maps_mean_and_std(trained_original, tiny_datase
     images = tiny_dataset.test.images[:5]
     _, statistics = inference.predict_with_statistics(module, params, images)
     x = models.preprocess(images, module.preset)
-    _, kept = module.apply({"params": params}, x, mutable=["maps"])
+    _, kept = jax.jit(module.apply, static_argnames="mutable")(  # a program, not op by op
+        {"params": params}, x, mutable=("maps",))
     c3 = np.asarray(kept["maps"]["layers"]["C3"])
     assert statistics.shape == (5, 2 * (6 + 6 + 16 + 16))
     # C3's 16 means follow C1's and S2's 2 x 6; its 16 standard deviations follow them.
