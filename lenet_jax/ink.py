@@ -269,17 +269,57 @@ def _without_grid(pixels: np.ndarray) -> np.ndarray:
     every digit into one piece. Lines are taken off by their own level (a grey opening
     along them: a digit's stroke that crosses one keeps what is brighter than it), and
     only where both families look like one grid (``_grid_level``); else the ink as it
-    was."""
+    was. A grid turned with the photo (up to ``TURN`` degrees) is looked for turned back,
+    and then the picture is turned back with it, the writing on its lines."""
     brightest = float(pixels.max())
+    angle = _turn(pixels)
+    if abs(angle) >= TURNED:  # beyond the drift _lines allows, which would leave ink
+        turned = Image.fromarray(pixels.astype(np.float32), "F").rotate(
+            angle, Image.Resampling.BILINEAR)
+        taken_off = _grid_taken_off(np.asarray(turned), brightest)
+        if taken_off is not None:
+            return taken_off
+    taken_off = _grid_taken_off(pixels, brightest)
+    return pixels if taken_off is None else taken_off
+
+
+def _grid_taken_off(pixels: np.ndarray, brightest: float) -> np.ndarray | None:
+    """``pixels`` less their grid's lines, or None if they are not on squared paper."""
     across = _lines(pixels, 1)
     level = _grid_level(across, 1, brightest)
     if not level:  # most pictures: no need to look for the other family
-        return pixels
+        return None
     down = _lines(pixels, 0)
     other = _grid_level(down, 0, brightest)
     if min(level, other) < 0.5 * max(level, other):  # none, or not printed alike
-        return pixels
+        return None
     return pixels - np.maximum(across, down)
+
+
+def _turn(pixels: np.ndarray, blocks: int = 16) -> float:
+    """The angle (degrees, as ``Image.rotate`` takes it) that brings lines running nearly
+    across the picture level, or 0 where there are not three such lines. The picture is
+    cut into ``blocks`` columns whose row means are moved by each angle's slope; a row's
+    level is what all but the faintest quarter of the columns reach (lines cross most of
+    the width, a digit's stroke a few columns), and the angle is the one whose rows make
+    the sharpest profile."""
+    rows, cols = pixels.shape
+    if cols < 4 * blocks:
+        return 0.0
+    edges = np.linspace(0, cols, blocks + 1).astype(int)
+    means = np.add.reduceat(pixels, edges[:-1], axis=1) / np.diff(edges)
+    centres = (edges[:-1] + edges[1:]) / 2 - cols / 2
+    reach = int(np.ceil(cols / 2 * np.tan(np.radians(TURN)))) + 1
+    padded = np.pad(means, ((reach, reach), (0, 0)))
+    angles = np.arange(-TURN, TURN + 1e-9, 0.25)
+    shifts = reach + np.round(np.tan(np.radians(angles))[:, None] * centres).astype(int)
+    moved = padded[shifts[:, None, :] + np.arange(rows)[None, :, None],
+                   np.arange(blocks)]  # (angles, rows, blocks)
+    profiles = np.partition(moved, blocks // 4, axis=2)[..., blocks // 4]
+    best = int(np.argmax(np.square(profiles).sum(1)))
+    across = profiles[best]
+    lines = _runs(across > 0.5 * across.max()) if across.max() > 0 else []
+    return float(angles[best]) if len(lines) >= 3 else 0.0
 
 
 def _lines(pixels: np.ndarray, axis: int) -> np.ndarray:
@@ -326,6 +366,9 @@ def _runs(on: np.ndarray) -> np.ndarray:
 # 400 dev pictures, where two of 100 tightly cropped 2-digit numbers have strokes that
 # look like a grid at 0.75 and 0.89 (benchmarks/RESULTS.md, "Numbers on squared paper").
 GRID = 0.65
+# A photo's grid turned up to TURN degrees is found; under TURNED, _lines' drift of two
+# pixels over a third of the width takes its lines off as they are.
+TURN, TURNED = 6.0, 0.75
 
 # The paper's level varying by more than this (of 255) between its 5th and 95th
 # percentile is taken off pixel by pixel; evenly lit paper keeps its border's level.
