@@ -203,7 +203,7 @@ def _border(pixels: np.ndarray) -> np.ndarray:
 
 def _number_ink(pixels: np.ndarray) -> tuple[np.ndarray, int, int, float] | None:
     """As ``_ink``, for a photo of a written number: (the ink, its top row, its left
-    column, a digit's height: the median height of its pieces); None if no ink.
+    column, a digit's height: the median of its pieces' ``_digit_heights``); None if no ink.
 
     Where the light falls unevenly the paper's level is taken off pixel by pixel (its
     grey opening over two thirds of the height), squared paper's grid is taken off
@@ -243,7 +243,8 @@ def _number_ink(pixels: np.ndarray) -> tuple[np.ndarray, int, int, float] | None
     flat = widths >= 8 * heights  # a line, no digit: left out of a digit's height
     while True:  # the digits' height without the edge, the edge by their height
         big = ~edge & (sizes >= 0.1 * sizes[~edge].max())
-        height = float(np.median(heights[big & ~flat] if (big & ~flat).any() else heights[big]))
+        height = float(np.median(_digit_heights(pieces, boxes, np.flatnonzero(
+            big & ~flat if (big & ~flat).any() else big))))
         longer = edge & ((heights >= 2 * height) | (widths >= 3 * height))
         if (longer == edge).all():
             break
@@ -262,6 +263,32 @@ def _number_ink(pixels: np.ndarray) -> tuple[np.ndarray, int, int, float] | None
         pixels = np.where(kept, pixels, 0)
     ink, top, left = _cropped(pixels)
     return ink, top, left, height
+
+
+# A piece wider than this times its height is taken for touching digits; their columns'
+# 90th percentile of ink heights for a digit's (benchmarks/RESULTS.md, "Touching digits
+# cut from a picture").
+TOUCHING, COLUMN_QUANTILE = 1.5, 90
+
+
+def _digit_heights(pieces: np.ndarray, boxes: list, which: np.ndarray) -> np.ndarray:
+    """The height of each piece in ``which`` (indices into ``boxes``) as a digit's: its
+    box's, or, for touching digits (a piece wider than ``TOUCHING`` times its height
+    with no run of ink along a row as long as it is tall), what its columns' ink spans,
+    if less: digits each moved up or down a little span a taller box together. A ruled
+    line through the digits keeps the box (measured: they are read more often so)."""
+    tall = np.empty(len(which))
+    for n, i in enumerate(which):
+        on = pieces[boxes[i]] == i + 1
+        tall[n] = height = on.shape[0]
+        if (on.shape[1] <= TOUCHING * height
+                or ndimage.binary_opening(on, np.ones((1, height), bool)).any()):
+            continue
+        spans = height - on.argmax(0) - on[::-1].argmax(0)  # a piece: ink in every column
+        spans = spans[spans > height / 3]  # a stroke between two digits: no digit's height
+        if len(spans):  # none: a slanting line
+            tall[n] = min(height, np.percentile(spans, COLUMN_QUANTILE))
+    return tall
 
 
 def _without_grid(pixels: np.ndarray) -> np.ndarray:

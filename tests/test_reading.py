@@ -15,6 +15,7 @@ import optax
 import pytest
 from helpers import run_cli
 from PIL import Image
+from scipy import ndimage
 
 from lenet_jax import checkpoint, config, evaluation, ink, reading, strips, zoo
 from lenet_jax.config import ConfigError, recipe
@@ -196,7 +197,6 @@ def test_only_a_pale_grid_of_lines_both_ways_is_taken_off_a_number(mnist_sample)
     the rest of its ink; strokes as bright as the digits that look like a grid, ruled
     lines alone, and numbers cropped to their ink are left as they are; a grid turned
     with the photo is taken off turned back."""
-    from scipy import ndimage
 
     page = np.zeros((200, 300), np.float32)
     page[60:144, 100:184] = np.asarray(Image.fromarray(mnist_sample.test.images[0, ..., 0])
@@ -259,6 +259,36 @@ def test_a_numbers_cut_keeps_digits_that_touch_its_sides_or_a_ruled_line(mnist_s
     found, top, left, _ = ink._number_ink(paper)
     assert top == 2 * tall  # the lone line left out, the 1 and the line through it kept
     assert found[:, 2 * tall - left:2 * tall - left + 3].min() == 255
+
+
+def test_touching_digits_moved_up_and_down_are_cut_to_one_digits_height(mnist_sample):
+    """A digit's height, which sets the strip's scale, is a digit's even where digits
+    touch, each a little higher or lower than the next (their piece's box spans them
+    all: taken for a digit's height, the row was shrunk and read worse); digits
+    standing apart are measured by their boxes."""
+    digits = []
+    for image in mnist_sample.test.images[:12, ..., 0]:
+        rows, cols = np.nonzero(image > ink.PIECE * image.max())
+        digits.append(image[rows.min():rows.max() + 1, cols.min():cols.max() + 1])
+    heights = [d.shape[0] for d in digits]
+
+    def row(gap: int, lift: int) -> np.ndarray:
+        paper = np.zeros((max(heights) + 2 * lift + 20, 20 + sum(d.shape[1] + gap
+                                                                 for d in digits)), np.float32)
+        x = 10
+        for n, d in enumerate(digits):
+            top = 10 + lift * (n % 3)  # up, middle, down
+            region = paper[top:top + d.shape[0], x:x + d.shape[1]]
+            np.maximum(region, d, out=region)
+            x += d.shape[1] + gap
+        return paper
+
+    apart = ink._number_ink(row(gap=6, lift=3))[3]
+    assert apart == np.median(heights)
+    touching = row(gap=-3, lift=3)
+    pieces, count = ndimage.label(touching > ink.PIECE * touching.max(), np.ones((3, 3)))
+    assert count <= 4  # they touch: their boxes are taller than any digit
+    assert abs(ink._number_ink(touching)[3] - np.median(heights)) <= 1, np.median(heights)
 
 
 # The shipped reader on 200 strips of the tests' real test digits (not digits it trained
