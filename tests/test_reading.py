@@ -265,7 +265,7 @@ def test_touching_digits_moved_up_and_down_are_cut_to_one_digits_height(mnist_sa
     """A digit's height, which sets the strip's scale, is a digit's even where digits
     touch, each a little higher or lower than the next (their piece's box spans them
     all: taken for a digit's height, the row was shrunk and read worse); digits
-    standing apart are measured by their boxes."""
+    standing apart, or on a ruled line, are measured by their boxes."""
     digits = []
     for image in mnist_sample.test.images[:12, ..., 0]:
         rows, cols = np.nonzero(image > ink.PIECE * image.max())
@@ -289,6 +289,11 @@ def test_touching_digits_moved_up_and_down_are_cut_to_one_digits_height(mnist_sa
     pieces, count = ndimage.label(touching > ink.PIECE * touching.max(), np.ones((3, 3)))
     assert count <= 4  # they touch: their boxes are taller than any digit
     assert abs(ink._number_ink(touching)[3] - np.median(heights)) <= 1, np.median(heights)
+    # A ruled line through them makes one piece of it all, measured by its box as before
+    # (ruled-paper photos read more often so).
+    lined = touching.copy()
+    lined[lined.shape[0] // 2, :] = 255
+    assert ink._number_ink(lined)[3] == np.flatnonzero(lined.max(1) > 0).size
 
 
 # The shipped reader on 200 strips of the tests' real test digits (not digits it trained
