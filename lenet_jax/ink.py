@@ -206,8 +206,8 @@ def _number_ink(pixels: np.ndarray) -> tuple[np.ndarray, int, int, float] | None
     column, a digit's height: the median of its pieces' ``_digit_heights``); None if no ink.
 
     Where the light falls unevenly the paper's level is taken off pixel by pixel (its
-    grey opening over two thirds of the height), squared paper's grid is taken off
-    (``_without_grid``), and ink that is no digit is left out: the paper's edge, the
+    grey opening over two thirds of the height), ruled or squared paper's lines are taken
+    off (``_without_grid``), and ink that is no digit is left out: the paper's edge, the
     table beside it, a shadow or a line across the page (a piece lying along a side, or
     filled from side to side, twice a digit's height long or more), ruled lines and
     underlines (twice a digit's height wide, under a third of it high), and dust (pieces
@@ -292,12 +292,13 @@ def _digit_heights(pieces: np.ndarray, boxes: list, which: np.ndarray) -> np.nda
 
 
 def _without_grid(pixels: np.ndarray) -> np.ndarray:
-    """Ink (H, W), white on black, without the lines of squared paper: the grid joins
-    every digit into one piece. Lines are taken off by their own level (a grey opening
-    along them: a digit's stroke that crosses one keeps what is brighter than it), and
-    only where both families look like one grid (``_grid_level``); else the ink as it
-    was. A grid turned with the photo (up to ``TURN`` degrees) is looked for turned back,
-    and then the picture is turned back with it, the writing on its lines."""
+    """Ink (H, W), white on black, without the lines of ruled or squared paper: lines
+    through the digits join them into one piece. Lines are taken off by their own level
+    (a grey opening along them: a digit's stroke that crosses one keeps what is brighter
+    than it), and only where they look like a ruled page or a grid (``_grid_taken_off``);
+    else the ink as it was. Lines turned with the photo (up to ``TURN`` degrees) are
+    looked for turned back, and then the picture is turned back with them, the writing
+    on its lines."""
     brightest = float(pixels.max())
     angle = _turn(pixels)
     if abs(angle) >= TURNED:  # beyond the drift _lines allows, which would leave ink
@@ -311,14 +312,23 @@ def _without_grid(pixels: np.ndarray) -> np.ndarray:
 
 
 def _grid_taken_off(pixels: np.ndarray, brightest: float) -> np.ndarray | None:
-    """``pixels`` less their grid's lines, or None if they are not on squared paper."""
+    """``pixels`` less their lines, or None if they are not on ruled or squared paper:
+    three or more pale lines across (``_grid_level``), two of them from side to side
+    (``RULED``), and a margin line if there is one; or as many down too, printed alike."""
     across = _lines(pixels, 1)
     level = _grid_level(across, 1, brightest)
     if not level:  # most pictures: no need to look for the other family
         return None
     down = _lines(pixels, 0)
     other = _grid_level(down, 0, brightest)
-    if min(level, other) < 0.5 * max(level, other):  # none, or not printed alike
+    if not other:  # ruled paper: lines from side to side, which no digit's strokes are
+        on = across > 0.5 * level
+        reach = [on[start:stop].any(0).mean() for start, stop in _runs(on.any(1))]
+        if np.sum(np.array(reach) >= RULED) < 2:
+            return None
+        # and its margin line: one from top to bottom (a turned photo's corners cut it)
+        return pixels - np.maximum(across, _lines(pixels, 0, int(0.8 * len(pixels))))
+    if min(level, other) < 0.5 * max(level, other):  # not printed alike
         return None
     return pixels - np.maximum(across, down)
 
@@ -349,12 +359,13 @@ def _turn(pixels: np.ndarray, blocks: int = 16) -> float:
     return float(angles[best]) if len(lines) >= 3 else 0.0
 
 
-def _lines(pixels: np.ndarray, axis: int) -> np.ndarray:
+def _lines(pixels: np.ndarray, axis: int, length: int = 0) -> np.ndarray:
     """The ink of ``pixels`` (H, W) in straight lines along ``axis`` (1: across, 0: down)
-    a third of the picture wide or half of it high, which no digit's stroke is; a line
-    may drift two pixels aside over that length (a photo turned a little)."""
+    ``length`` long, or a third of the picture wide or half of it high, which no digit's
+    stroke is; a line may drift two pixels aside over that length (a photo turned a
+    little)."""
     size = [1, 1]
-    size[axis] = max(3, pixels.shape[axis] // (3 if axis == 1 else 2))
+    size[axis] = max(3, length or pixels.shape[axis] // (3 if axis == 1 else 2))
     aside = ndimage.maximum_filter1d(pixels, 5, axis=1 - axis)
     return np.minimum(ndimage.grey_opening(aside, size=tuple(size)), pixels)
 
@@ -393,6 +404,9 @@ def _runs(on: np.ndarray) -> np.ndarray:
 # 400 dev pictures, where two of 100 tightly cropped 2-digit numbers have strokes that
 # look like a grid at 0.75 and 0.89 (benchmarks/RESULTS.md, "Numbers on squared paper").
 GRID = 0.65
+# Ruled paper's lines run across this share of the picture's width, which a tightly
+# cropped number's strokes do not (benchmarks/RESULTS.md, "Numbers on ruled paper").
+RULED = 0.9
 # A photo's grid turned up to TURN degrees is found; under TURNED, _lines' drift of two
 # pixels over a third of the width takes its lines off as they are.
 TURN, TURNED = 6.0, 0.75

@@ -191,12 +191,13 @@ def test_a_number_written_with_a_hairline_is_read_with_mnists_pen(mnist_sample):
     assert ink._number_pen(thick, ink.WORK_BOX / 20) is thick
 
 
-def test_only_a_pale_grid_of_lines_both_ways_is_taken_off_a_number(mnist_sample):
-    """Squared paper's lines (three or more each way, evenly spaced, fainter than the
-    digits) are taken off by their own level, a digit's stroke that crosses one keeping
-    the rest of its ink; strokes as bright as the digits that look like a grid, ruled
-    lines alone, and numbers cropped to their ink are left as they are; a grid turned
-    with the photo is taken off turned back."""
+def test_only_ruled_or_squared_papers_pale_lines_are_taken_off_a_number(mnist_sample):
+    """Ruled paper's lines (three or more across, evenly spaced, fainter than the digits,
+    two or more from side to side) with its margin line, and squared paper's (as many
+    down too, printed alike), are taken off by their own level, a digit's stroke that
+    crosses one keeping the rest of its ink; strokes as bright as the digits that look
+    like a grid, lines that stop short of the sides, and numbers cropped to their ink are
+    left as they are; a grid turned with the photo is taken off turned back."""
 
     page = np.zeros((200, 300), np.float32)
     page[60:144, 100:184] = np.asarray(Image.fromarray(mnist_sample.test.images[0, ..., 0])
@@ -211,8 +212,16 @@ def test_only_a_pale_grid_of_lines_both_ways_is_taken_off_a_number(mnist_sample)
     assert np.array_equal(cleaned[~near], squared[~near])
     bright = np.maximum(page, np.where(across | down, 255.0, 0.0))
     assert ink._without_grid(bright) is bright
-    ruled = np.maximum(page, np.where(across, 80.0, 0.0))
-    assert ink._without_grid(ruled) is ruled
+    # A ruled page with its margin line (brighter than its lines, from top to bottom):
+    # both taken off; lines that stop short of the sides are no ruled page.
+    margin = (cols >= 40) & (cols < 42)
+    ruled = np.maximum.reduce([page, np.where(across, 80.0, 0.0), np.where(margin, 120.0, 0.0)])
+    cleaned = ink._without_grid(ruled)
+    assert cleaned[(across | margin) & (page == 0)].max() == 0
+    assert (cleaned >= page - 80).all()
+    assert np.array_equal(cleaned[~near & ~margin], ruled[~near & ~margin])
+    short = np.maximum(page, np.where(across & (cols > 60), 80.0, 0.0))
+    assert ink._without_grid(short) is short
     # Photographed turned: the grid is found turned back (a drift the straight lines'
     # search takes would leave pieces of them over a quarter of the brightest), and the
     # ink left is the digit's, turned back upright with it.
