@@ -206,7 +206,7 @@ def _number_ink(pixels: np.ndarray) -> tuple[np.ndarray, int, int, float] | None
     column, a digit's height: the median of its pieces' ``_digit_heights``); None if no ink.
 
     Where the light falls unevenly the paper's level is taken off pixel by pixel (its
-    grey opening over two thirds of the height), ruled or squared paper's lines are taken
+    grey opening over two thirds of the shorter side), ruled or squared paper's lines are taken
     off (``_without_grid``), and ink that is no digit is left out: the paper's edge, the
     table beside it, a shadow or a line across the page (a piece lying along a side, or
     filled from side to side, twice a digit's height long or more), ruled lines and
@@ -216,10 +216,11 @@ def _number_ink(pixels: np.ndarray) -> tuple[np.ndarray, int, int, float] | None
     there a filled shape is no paper."""
     pixels = _dark_paper(pixels)
     rows, cols = pixels.shape
-    if cols >= rows:  # paper round a row of digits (a digit cropped to its ink is taller)
-        paper = ndimage.grey_opening(pixels, size=(max(3, 2 * rows // 3),) * 2)
-        if np.subtract(*np.percentile(paper, [95, 5])) > UNEVEN_PAPER:
-            pixels = pixels - paper
+    # The paper's level: an opening two thirds of the shorter side wide, which no stroke
+    # is, the picture held either way (a digit cropped to its ink is no wider).
+    paper = ndimage.grey_opening(pixels, size=(max(3, 2 * min(rows, cols) // 3),) * 2)
+    if np.subtract(*np.percentile(paper, [95, 5])) > UNEVEN_PAPER:
+        pixels = pixels - paper
     pixels = np.clip(pixels - np.median(_border(pixels)), 0, 255)
     if pixels.max() <= 0:
         return None

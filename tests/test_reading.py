@@ -130,6 +130,9 @@ def _photographed(paper: np.ndarray, how: str) -> np.ndarray:
         paper[:, :left // 2] = 40.0
     elif how == "light falling off to the right":
         paper *= np.linspace(1.0, 0.5, cols)[None, :]
+    elif how == "taken upright, light falling off":  # more paper above and below than wide
+        paper = np.pad(paper, ((cols // 2, cols // 2), (0, 0)), constant_values=255.0)
+        paper *= np.linspace(1.0, 0.5, cols)[None, :]
     elif how == "underlined":
         paper[bottom + 6:bottom + 9, left:right] = 0.0
     elif how == "ruled paper":  # lines across the page, through the digits too
@@ -159,8 +162,9 @@ def test_a_photo_of_a_number_is_cut_without_its_shadows_edges_lines_and_dust(mni
                           lengths=(3, 4), gaps=(0, 8))
     clean = [np.asarray(_paper(made, n, 3), np.float32) for n in range(len(made))]
     hows = ("a shadow over the top", "the table at the left edge",
-            "light falling off to the right", "underlined", "ruled paper", "squared paper",
-            "squared paper turned 4 degrees", "dust", "cropped to its ink")
+            "light falling off to the right", "taken upright, light falling off",
+            "underlined", "ruled paper", "squared paper", "squared paper turned 4 degrees",
+            "dust", "cropped to its ink")
     pictures = clean + [_photographed(p, how) for how in hows for p in clean]
     numbers = reading.NumberReader.pretrained().read([ink.mnist_strip(p) for p in pictures])
     right = np.reshape([n.number for n in numbers], (1 + len(hows), len(made))) == made.numbers
