@@ -19,7 +19,7 @@ import dataclasses
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage
+from scipy import ndimage, spatial
 from skimage.morphology import skeletonize
 
 from lenet_jax.models import MNIST_SIZE
@@ -192,9 +192,84 @@ def _cropped(pixels: np.ndarray) -> tuple[np.ndarray, int, int] | None:
 
 
 def _dark_paper(pixels: np.ndarray) -> np.ndarray:
-    """Gray levels as float32, inverted if the picture's border is mostly light."""
-    pixels = np.asarray(pixels, np.float32)
+    """Gray levels as float32, a turned or framed page's fill given the paper's level
+    (``_unfilled``), inverted if the picture's border is mostly light."""
+    pixels = _unfilled(np.asarray(pixels, np.float32))
     return 255.0 - pixels if np.median(_border(pixels)) > 127 else pixels
+
+
+# A page turned after it was taken (a scanner's deskew, an editor's rotate) or framed has
+# a fill of one level round it, often black or white: along the whole border, where the
+# paper's level is read. Within FILL_LEVELS of one level (a JPEG's fill is not exact), at
+# most MOST_FILL of the picture, round a page (a rectangle at any angle) of another level
+# that holds ink (FILL_CONTRAST from its paper).
+FILL_LEVELS = 8
+FLAT = 2  # levels: most of a fill's border is within this of one level
+MOST_FILL = 0.75
+# Over this share a fill is taken only round paper with grain: a shape drawn as thick as a
+# page, in one level (a square 0 on the page's pad), is no page.
+GRAINLESS_FILL = 0.5
+FILL_CONTRAST = 40
+FILL_EDGE = 4  # pixels at most
+SMALLEST_PAGE = 40  # pixels: MNIST's own pictures, 28 wide, hold no page
+
+
+def _unfilled(pixels: np.ndarray) -> np.ndarray:
+    """Float32 gray levels with the fill round a turned or framed page (the pixels within
+    ``FILL_LEVELS`` of the border's commonest level that reach the border, specks in it
+    and the page's edge) set to the page's level (its median); unchanged where there is
+    no such page."""
+    border = _border(pixels)
+    levels, counts = np.unique(np.round(border), return_counts=True)
+    level = levels[np.argmax(counts)]
+    if (np.abs(border - level) <= FLAT).mean() < 0.5:  # no fill: paper has grain
+        return pixels
+    pieces, count = ndimage.label(np.abs(pixels - level) <= FILL_LEVELS)
+    reaches = np.zeros(count + 1, bool)
+    reaches[_border(pieces)] = True
+    reaches[0] = False
+    fill = reaches[pieces]
+    if not 0 < fill.mean() <= MOST_FILL:
+        return pixels
+    rest, _ = ndimage.label(~fill)
+    page = ndimage.binary_fill_holes(  # ink as dark as a black fill is the page's too
+        rest == 1 + np.argmax(np.bincount(rest.ravel())[1:]))
+    outside = 1 - page.mean()
+    if outside > MOST_FILL or min(np.ptp(np.nonzero(page), 1)) < SMALLEST_PAGE:
+        return pixels
+    # the page's edge blends into the fill (and a JPEG rings there): not paper either
+    page = ndimage.binary_erosion(page, np.ones((3, 3)), iterations=max(
+        1, min(FILL_EDGE, round(0.02 * min(page.shape)))))
+    if _rectangle_share(page) < 0.95:
+        return pixels
+    on_page = pixels[page]
+    paper = float(np.median(on_page))
+    inked = np.abs(on_page - paper) > FILL_CONTRAST
+    if abs(paper - level) <= FILL_LEVELS or not 0.005 <= inked.mean() <= 0.45:
+        return pixels  # an outline round the fill's level, a uniform shape, mostly ink
+    if outside > GRAINLESS_FILL and np.median(np.abs(on_page[~inked] - paper)) < 1:
+        return pixels
+    return np.where(page, pixels, np.float32(paper))
+
+
+def _rectangle_share(region: np.ndarray) -> float:
+    """The share of its smallest enclosing rectangle, at any angle, that ``region`` (bool
+    (H, W)) fills: 1 for a rectangle, pi/4 for an ellipse."""
+    rows = np.flatnonzero(region.any(1))
+    if len(rows) < 2:
+        return 0.0
+    ends = np.concatenate([np.stack([rows, region[rows].argmax(1)], 1),  # pixels' centres
+                           np.stack([rows, region.shape[1] - 1 - region[rows, ::-1].argmax(1)],
+                                    1)]).astype(np.float64)
+    try:
+        hull = ends[spatial.ConvexHull(ends).vertices]
+    except spatial.QhullError:  # a line of pixels: no rectangle
+        return 0.0
+    edges = np.roll(hull, -1, 0) - hull
+    along = edges / np.linalg.norm(edges, axis=1, keepdims=True)
+    across = along[:, ::-1] * [-1, 1]
+    areas = np.ptp(hull @ along.T, 0) * np.ptp(hull @ across.T, 0)
+    return float(region.sum() / areas.min())
 
 
 def _border(pixels: np.ndarray) -> np.ndarray:

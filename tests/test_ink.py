@@ -57,3 +57,58 @@ def test_ink_mnist_could_have_written_is_left_as_it_is(mnist_sample):
 def test_a_page_without_ink_is_none():
     assert ink.mnist_digit(np.full((40, 30), 255, np.float32)) is None
     assert ink.mnist_digit(np.zeros((40, 30), np.float32)) is None
+
+
+def _page(digit: np.ndarray, seed: int) -> Image.Image:
+    """A real digit written dark on grey paper with grain, 140x140."""
+    big = np.asarray(Image.fromarray(digit).resize((100, 100), Image.Resampling.BICUBIC),
+                     np.float32)
+    page = np.pad(210 - 170 * big / 255, 20, constant_values=210)
+    page += np.random.default_rng(seed).normal(0, 3, page.shape)
+    return Image.fromarray(np.clip(page, 0, 255).astype(np.float32), "F")
+
+
+def test_a_turned_or_framed_pages_fill_is_read_as_paper(mnist_sample):
+    """A page turned after it was taken (a scanner's deskew, an editor's rotate), its
+    corners filled black or white, or framed in black or white, is read as the same digit
+    as the page turned or framed with its paper's own level, and accepted alike. Without
+    the fill taken for paper, a black fill is the ink and a white one the paper's edge."""
+    from lenet_jax import evaluation
+
+    pictures = []
+    for n, digit in enumerate(mnist_sample.test.images[:10, ..., 0]):
+        page = _page(digit, n)
+        angle = 5 if n % 2 else -4
+        for fill in (210, 0, 255):  # 210: the paper's own level
+            pictures.append(page.rotate(angle, Image.Resampling.BICUBIC, expand=True,
+                                        fillcolor=fill))
+            pictures.append(np.pad(np.asarray(page), 15, constant_values=fill))
+    answers = evaluation.Predictor.pretrained("original").answer(
+        np.stack([ink.mnist_digit(np.asarray(p, np.float32)) for p in pictures]))
+    read = np.reshape([(a.top[0][0], a.rejected) for a in answers], (10, 3, 2, 2))
+    assert (read[:, 0, :, 0] == mnist_sample.test.labels[:10, None].astype(str)).mean() >= 0.9
+    assert (read == read[:, :1]).all()  # black and white fills read as the paper's own
+
+
+def test_a_picture_without_a_page_in_a_fill_is_left_as_it_is(mnist_sample):
+    """MNIST's own digits (black round the ink), a page's grain up to its border, a filled
+    rectangle, an outline (one level inside and out), and a thick square ring drawn in one
+    level, in a picture MNIST's size or on a pad, hold no page to take a fill off."""
+    for digit in mnist_sample.test.images[..., 0].astype(np.float32):
+        assert ink._unfilled(digit) is digit
+    grain = np.asarray(_page(mnist_sample.test.images[0, ..., 0], 0))
+    assert ink._unfilled(grain) is grain
+    for draw in ("rectangle", "outline"):
+        picture = Image.new("L", (120, 120), 0)
+        ImageDraw.Draw(picture).rectangle((15, 20, 100, 105), fill=255 if draw == "rectangle"
+                                          else None, outline=255, width=12)
+        pixels = np.asarray(picture, np.float32)
+        assert ink._unfilled(pixels) is pixels, draw
+    ring = np.zeros((28, 28), np.float32)
+    ring[2:26, 3:25] = 255.0
+    ring[8:20, 9:19] = 0.0
+    assert ink._unfilled(ring) is ring
+    pad = np.full((200, 200), 255.0, np.float32)  # dark on the page's white pad
+    pad[40:160, 40:160] = 0.0
+    pad[80:120, 80:120] = 255.0
+    assert ink._unfilled(pad) is pad

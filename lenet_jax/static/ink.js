@@ -263,6 +263,7 @@
 
   // ink.py's mnist_digit: gray levels (height x width, row-major) of a picture of one digit
   // as MNIST has its digits, a Uint8Array of 28 x 28, white on black; null if it has no ink.
+  // Its fill round a turned or framed page (_unfilled) is left out: the pad has none.
   function mnistDigit(gray, height, width) {
     let pixels = Float32Array.from(gray);
     const border = [];
