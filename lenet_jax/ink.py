@@ -532,20 +532,53 @@ def _number_pen(ink: np.ndarray, scale: float) -> np.ndarray:
                       .resize((ink.shape[1], ink.shape[0]), Image.Resampling.BILINEAR))
 
 
+# A number's line of writing is followed over a Gaussian this many digits' heights wide
+# (its sigma): wide enough that a digit keeps its shape, narrow enough for a line turned
+# or bent (benchmarks/RESULTS.md, "Numbers written along a sloping line").
+LINE_REACH = 1.5
+
+
+def _levelled(ink: np.ndarray, height: float) -> np.ndarray:
+    """A number's ink (H, W), white on black, with its line of writing made level: each
+    column moved up or down to bring the ink's centre of mass round it (``LINE_REACH``)
+    to one row. A number written along a sloping line, or turned with the photo, has
+    its edge digits far off the strip's middle row and shrinks to fit the strip; each
+    column keeps its place, so the picture's columns map back as they did. Ink narrower
+    than ``TOUCHING`` times a digit's height is one digit, with no line to level."""
+    if ink.shape[1] < TOUCHING * height:
+        return ink
+    rows = np.arange(ink.shape[0], dtype=np.float64)[:, None]
+    mass, moment = ink.sum(0, dtype=np.float64), (rows * ink).sum(0)
+    near = ndimage.gaussian_filter1d(mass, LINE_REACH * height, mode="constant")
+    centre = ndimage.gaussian_filter1d(moment, LINE_REACH * height, mode="constant")
+    inked = near > 1e-3 * near.max()  # beyond, no ink to move
+    moved = np.where(inked, centre / np.where(inked, near, 1) - moment.sum() / mass.sum(), 0)
+    reach = int(np.ceil(np.abs(moved).max()))
+    if reach == 0:
+        return ink
+    padded = np.pad(ink, ((reach, reach), (0, 0)))
+    out_rows, cols = np.mgrid[:padded.shape[0], :ink.shape[1]]
+    level = ndimage.map_coordinates(padded, [out_rows + moved, cols], order=1)
+    kept = np.flatnonzero(_inked(level).any(1))  # the rows only: columns keep their place
+    return level[kept[0]:kept[-1] + 1] if len(kept) else ink
+
+
 def mnist_strip(pixels: np.ndarray, step: int = 4) -> Strip | None:
     """Gray levels (H, W) in [0, 255] of a picture of a written number as a strip the
     swept network reads; None if the picture holds no ink.
 
     Its ink as ``_number_ink`` finds it (the paper's edge, ruled lines and dust left
-    out); its contrast stretched, scaled so a digit's height is MNIST's 20-pixel box
-    (the median height of the ink's pieces), its centre of mass on the middle row, 16
-    pixels of background each side (half a field: an answer then looks straight at a
-    digit at either end), and the width made 32 + ``step`` k. Strokes thinner than
+    out), its line of writing made level (``_levelled``); its contrast stretched,
+    scaled so a digit's height is MNIST's 20-pixel box (the median height of the ink's
+    pieces), its centre of mass on the middle row, 16 pixels of background each side
+    (half a field: an answer then looks straight at a digit at either end), and the
+    width made 32 + ``step`` k. Strokes thinner than
     MNIST's are drawn again with its pen (``_number_pen``); others are left as drawn."""
     found = _number_ink(pixels)
     if found is None:
         return None
     ink, _, left, height = found
+    ink = _levelled(ink, height)
     # A digit's height sets the scale, not the number's (a slanted or jittered row of
     # digits is taller than any of them), capped so the whole row fits the strip.
     scale = min(MNIST_BOX / height, (STRIP_HEIGHT - 2) / ink.shape[0])
