@@ -483,8 +483,8 @@ GRID = 0.65
 # Ruled paper's lines run across this share of the picture's width, which a tightly
 # cropped number's strokes do not (benchmarks/RESULTS.md, "Numbers on ruled paper").
 RULED = 0.9
-# A photo's grid turned up to TURN degrees is found; under TURNED, _lines' drift of two
-# pixels over a third of the width takes its lines off as they are.
+# A photo's ruled lines or grid turned up to TURN degrees are found; under TURNED, _lines'
+# drift of two pixels over a third of the width takes its lines off as they are.
 TURN, TURNED = 6.0, 0.75
 
 # The paper's level varying by more than this (of 255) between its 5th and 95th
